@@ -1,0 +1,222 @@
+//! Access tokens: HS256 JWTs signed with a secret generated on the box's first start.
+//!
+//! There is no built-in secret: [`TokenKeys::load_or_create`] writes 64 random bytes to
+//! `<data dir>/jwt-secret` (mode 0600) the first time and reads them afterwards. Validation
+//! pins HS256, so `alg: none` or any other algorithm is refused.
+
+use std::fs::{self, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+
+const SECRET_FILE: &str = "jwt-secret";
+const SECRET_LEN: usize = 64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Admin,
+    Editor,
+    Viewer,
+}
+
+/// What an access token says about its bearer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// User id.
+    pub sub: String,
+    /// Organization id.
+    pub org: String,
+    pub role: Role,
+    pub iat: u64,
+    pub exp: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("token expired")]
+    Expired,
+    #[error("invalid token")]
+    Invalid,
+}
+
+pub struct TokenKeys {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+}
+
+impl TokenKeys {
+    /// Fails only on an empty secret.
+    pub fn from_secret(secret: &[u8]) -> anyhow::Result<TokenKeys> {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = 0;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        Ok(TokenKeys {
+            encoding: EncodingKey::from_secret(secret).context("token signing secret")?,
+            decoding: DecodingKey::from_secret(secret).context("token signing secret")?,
+            validation,
+        })
+    }
+
+    /// Reads the box's signing secret, creating it on first start.
+    pub fn load_or_create(data_dir: &Path) -> anyhow::Result<TokenKeys> {
+        fs::create_dir_all(data_dir)
+            .with_context(|| format!("creating data dir {}", data_dir.display()))?;
+        let path = data_dir.join(SECRET_FILE);
+        let secret = match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+        {
+            Ok(mut file) => {
+                let mut secret = vec![0u8; SECRET_LEN];
+                rand::rng().fill_bytes(&mut secret);
+                file.write_all(&secret)
+                    .and_then(|()| file.sync_all())
+                    .with_context(|| format!("writing {}", path.display()))?;
+                tracing::info!(path = %path.display(), "generated a new token signing secret");
+                secret
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
+                let mut file =
+                    fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+                let mode = file.metadata()?.permissions().mode();
+                if mode & 0o077 != 0 {
+                    anyhow::bail!(
+                        "{} is readable by others (mode {:o}); chmod 600 it",
+                        path.display(),
+                        mode & 0o777
+                    );
+                }
+                let mut secret = Vec::new();
+                file.read_to_end(&mut secret)?;
+                if secret.len() < 32 {
+                    anyhow::bail!(
+                        "{} holds {} bytes; a secret needs at least 32",
+                        path.display(),
+                        secret.len()
+                    );
+                }
+                secret
+            }
+            Err(error) => {
+                return Err(error).with_context(|| format!("creating {}", path.display()));
+            }
+        };
+        TokenKeys::from_secret(&secret)
+    }
+
+    pub fn issue(
+        &self,
+        user: &str,
+        org: &str,
+        role: Role,
+        ttl: Duration,
+    ) -> anyhow::Result<String> {
+        let now = unix_now();
+        let claims = Claims {
+            sub: user.to_owned(),
+            org: org.to_owned(),
+            role,
+            iat: now,
+            exp: now + ttl.as_secs(),
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .context("signing token")
+    }
+
+    pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+        match jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation) {
+            Ok(data) => Ok(data.claims),
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    jsonwebtoken::errors::ErrorKind::ExpiredSignature
+                ) =>
+            {
+                Err(TokenError::Expired)
+            }
+            Err(_) => Err(TokenError::Invalid),
+        }
+    }
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine as _;
+
+    #[test]
+    fn issues_and_verifies() {
+        let keys = TokenKeys::from_secret(&[7; 64]).unwrap();
+        let token = keys
+            .issue("u1", "o1", Role::Editor, Duration::from_secs(60))
+            .unwrap();
+        let claims = keys.verify(&token).unwrap();
+        assert_eq!(
+            (claims.sub.as_str(), claims.org.as_str(), claims.role),
+            ("u1", "o1", Role::Editor)
+        );
+    }
+
+    #[test]
+    fn refuses_other_keys_expired_and_alg_none() {
+        let keys = TokenKeys::from_secret(&[7; 64]).unwrap();
+        let other = TokenKeys::from_secret(&[8; 64]).unwrap();
+        let token = other
+            .issue("u1", "o1", Role::Admin, Duration::from_secs(60))
+            .unwrap();
+        assert_eq!(keys.verify(&token), Err(TokenError::Invalid));
+        let expired = keys.issue("u1", "o1", Role::Admin, Duration::ZERO).unwrap();
+        std::thread::sleep(Duration::from_millis(1100));
+        assert_eq!(keys.verify(&expired), Err(TokenError::Expired));
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let header = b64.encode(r#"{"alg":"none","typ":"JWT"}"#);
+        let body = b64.encode(format!(
+            r#"{{"sub":"u","org":"o","role":"admin","iat":0,"exp":{}}}"#,
+            unix_now() + 60
+        ));
+        assert_eq!(
+            keys.verify(&format!("{header}.{body}.")),
+            Err(TokenError::Invalid)
+        );
+        assert_eq!(keys.verify("garbage"), Err(TokenError::Invalid));
+    }
+
+    #[test]
+    fn secret_is_created_once_with_private_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = TokenKeys::load_or_create(dir.path()).unwrap();
+        let token = keys
+            .issue("u", "o", Role::Viewer, Duration::from_secs(60))
+            .unwrap();
+        let mode = fs::metadata(dir.path().join(SECRET_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let again = TokenKeys::load_or_create(dir.path()).unwrap();
+        assert!(again.verify(&token).is_ok(), "the same secret is read back");
+        fs::set_permissions(
+            dir.path().join(SECRET_FILE),
+            fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        assert!(TokenKeys::load_or_create(dir.path()).is_err());
+    }
+}

@@ -1,0 +1,158 @@
+//! Settings: embedded defaults, then a TOML file, then `TALLY_*` environment variables.
+//!
+//! Nested keys use a double underscore in the environment, e.g.
+//! `TALLY_REALTIME__PING_INTERVAL_MS=300` sets `[realtime] ping_interval_ms = 300`.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+use crate::engineio::EngineConfig;
+use crate::socketio::SocketIoConfig;
+
+/// Where the service looks for its config file when `--config` is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/tally/config.toml";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub bind: IpAddr,
+    pub port: u16,
+    /// The database, the token secret and the videos live here.
+    pub data_dir: PathBuf,
+    /// Origins (e.g. `http://tally.local:8080`) allowed to reach the API cross-origin.
+    pub cors_origins: Vec<String>,
+    /// Lifetime of an access token, in seconds.
+    pub access_token_ttl_secs: u64,
+    pub realtime: RealtimeConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            bind: IpAddr::from([0, 0, 0, 0]),
+            port: 8080,
+            data_dir: PathBuf::from("./tally-data"),
+            cors_origins: Vec::new(),
+            access_token_ttl_secs: 15 * 60,
+            realtime: RealtimeConfig::default(),
+        }
+    }
+}
+
+/// Engine.IO / Socket.IO settings; defaults are the reference server's.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RealtimeConfig {
+    pub path: String,
+    pub ping_interval_ms: u64,
+    pub ping_timeout_ms: u64,
+    pub upgrade_timeout_ms: u64,
+    pub connect_timeout_ms: u64,
+    pub max_payload: usize,
+    pub max_buffered_packets: usize,
+    pub max_attachments: usize,
+}
+
+impl Default for RealtimeConfig {
+    fn default() -> Self {
+        let engine = EngineConfig::default();
+        let socketio = SocketIoConfig::default();
+        RealtimeConfig {
+            path: "/socket.io/".into(),
+            ping_interval_ms: engine.ping_interval.as_millis() as u64,
+            ping_timeout_ms: engine.ping_timeout.as_millis() as u64,
+            upgrade_timeout_ms: engine.upgrade_timeout.as_millis() as u64,
+            connect_timeout_ms: socketio.connect_timeout.as_millis() as u64,
+            max_payload: engine.max_payload,
+            max_buffered_packets: engine.max_buffered_packets,
+            max_attachments: socketio.max_attachments,
+        }
+    }
+}
+
+impl Config {
+    /// Loads the configuration. An explicit `path` must exist; without one the default path
+    /// is read when present.
+    pub fn load(path: Option<&Path>) -> Result<Config, Box<figment::Error>> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        match path {
+            Some(path) if !path.exists() => {
+                return Err(Box::new(figment::Error::from(format!(
+                    "config file {} does not exist",
+                    path.display()
+                ))));
+            }
+            Some(path) => figment = figment.merge(Toml::file_exact(path)),
+            None if Path::new(DEFAULT_CONFIG_PATH).exists() => {
+                figment = figment.merge(Toml::file_exact(DEFAULT_CONFIG_PATH))
+            }
+            None => {}
+        }
+        figment
+            .merge(Env::prefixed("TALLY_").split("__"))
+            .extract()
+            .map_err(Box::new)
+    }
+
+    pub fn engine(&self) -> EngineConfig {
+        let r = &self.realtime;
+        EngineConfig {
+            ping_interval: Duration::from_millis(r.ping_interval_ms),
+            ping_timeout: Duration::from_millis(r.ping_timeout_ms),
+            max_payload: r.max_payload,
+            upgrade_timeout: Duration::from_millis(r.upgrade_timeout_ms),
+            max_buffered_packets: r.max_buffered_packets,
+            cors_origins: self.cors_origins.clone(),
+        }
+    }
+
+    pub fn socketio(&self) -> SocketIoConfig {
+        let r = &self.realtime;
+        SocketIoConfig {
+            connect_timeout: Duration::from_millis(r.connect_timeout_ms),
+            max_attachments: r.max_attachments,
+            max_attachment_bytes: r.max_payload,
+            ..SocketIoConfig::default()
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::result_large_err)] // figment::Jail's closures return figment::Error
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_environment_override_defaults() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "tally.toml",
+                "port = 9000\n[realtime]\nping_interval_ms = 300\n",
+            )?;
+            jail.set_env("TALLY_DATA_DIR", "/var/lib/tally");
+            jail.set_env("TALLY_REALTIME__PING_TIMEOUT_MS", "200");
+            let config = Config::load(Some(Path::new("tally.toml"))).map_err(|e| *e)?;
+            assert_eq!(config.port, 9000);
+            assert_eq!(config.data_dir, PathBuf::from("/var/lib/tally"));
+            assert_eq!(config.realtime.ping_interval_ms, 300);
+            assert_eq!(config.realtime.ping_timeout_ms, 200);
+            assert_eq!(config.realtime.max_payload, 1_000_000);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_and_missing_files_are_errors() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("bad.toml", "prot = 9000\n")?;
+            assert!(Config::load(Some(Path::new("bad.toml"))).is_err());
+            assert!(Config::load(Some(Path::new("missing.toml"))).is_err());
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,412 @@
+//! Engine.IO v4 server: the transport layer under Socket.IO.
+//!
+//! It opens sessions over HTTP long-polling or websocket, upgrades polling sessions to
+//! websocket, keeps them alive with pings and hands whole messages to the layer above through
+//! [`Handler`] and [`Connection`]. It knows nothing of Socket.IO.
+//!
+//! Door: [`Engine::new`] then [`Engine::handle`] for every HTTP request under the mount path.
+
+mod cors;
+pub mod packet;
+mod polling;
+pub mod session;
+mod websocket;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap};
+use hyper::{Method, Request, Response, StatusCode};
+use rand::RngCore;
+
+pub use packet::Frame;
+pub use session::{CloseReason, Message, SendError, Session, Sid, Transport};
+
+/// Engine.IO settings; the defaults are the reference server's.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub ping_interval: Duration,
+    pub ping_timeout: Duration,
+    /// Largest polling POST body and websocket message, in bytes.
+    pub max_payload: usize,
+    pub upgrade_timeout: Duration,
+    /// Packets a session may have queued for its client before it is cut loose.
+    pub max_buffered_packets: usize,
+    /// Origins allowed to use the polling transport cross-origin (exact `scheme://host[:port]`).
+    pub cors_origins: Vec<String>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            ping_interval: Duration::from_millis(25_000),
+            ping_timeout: Duration::from_millis(20_000),
+            max_payload: 1_000_000,
+            upgrade_timeout: Duration::from_millis(10_000),
+            max_buffered_packets: 1024,
+            cors_origins: Vec::new(),
+        }
+    }
+}
+
+/// What the layer above is told when a session opens.
+pub trait Handler: Send + Sync + 'static {
+    /// Called once per new session, after its open packet is queued. Returns the object that
+    /// receives the session's messages.
+    fn on_open(&self, session: Arc<Session>) -> Arc<dyn Connection>;
+}
+
+/// One session as the layer above sees it.
+pub trait Connection: Send + Sync + 'static {
+    fn on_message(&self, message: Message);
+    /// Called exactly once, when the session ends for any reason.
+    fn on_close(&self, reason: CloseReason);
+}
+
+/// The parts of the opening HTTP request the layer above may want (its handshake).
+#[derive(Debug, Clone)]
+pub struct RequestInfo {
+    pub headers: HeaderMap,
+    pub query: String,
+    pub remote: SocketAddr,
+}
+
+/// Engine.IO's error responses: `400 {"code":N,"message":"..."}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    UnknownTransport = 0,
+    UnknownSid = 1,
+    BadHandshakeMethod = 2,
+    BadRequest = 3,
+    Forbidden = 4,
+    UnsupportedProtocolVersion = 5,
+}
+
+impl ErrorCode {
+    pub fn message(self) -> &'static str {
+        match self {
+            ErrorCode::UnknownTransport => "Transport unknown",
+            ErrorCode::UnknownSid => "Session ID unknown",
+            ErrorCode::BadHandshakeMethod => "Bad handshake method",
+            ErrorCode::BadRequest => "Bad request",
+            ErrorCode::Forbidden => "Forbidden",
+            ErrorCode::UnsupportedProtocolVersion => "Unsupported protocol version",
+        }
+    }
+
+    fn response(self) -> Response<Full<Bytes>> {
+        let body = serde_json::json!({ "code": self as u8, "message": self.message() }).to_string();
+        let status = if self == ErrorCode::Forbidden {
+            StatusCode::FORBIDDEN
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        Response::builder()
+            .status(status)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap_or_default()
+    }
+}
+
+pub struct Engine {
+    config: Arc<EngineConfig>,
+    handler: Arc<dyn Handler>,
+    sessions: RwLock<HashMap<Sid, Arc<Session>>>,
+}
+
+impl Engine {
+    pub fn new(config: EngineConfig, handler: Arc<dyn Handler>) -> Arc<Engine> {
+        Arc::new(Engine {
+            config: Arc::new(config),
+            handler,
+            sessions: RwLock::new(HashMap::new()),
+        })
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// Sessions currently held (including a closed polling session whose client has not yet
+    /// collected its close packet).
+    pub fn session_count(&self) -> usize {
+        self.sessions.read().map(|s| s.len()).unwrap_or(0)
+    }
+
+    /// Closes every session, e.g. on shutdown.
+    pub fn close_all(&self, reason: CloseReason) {
+        let sessions: Vec<_> = self
+            .sessions
+            .read()
+            .map(|s| s.values().cloned().collect())
+            .unwrap_or_default();
+        for session in sessions {
+            session.close(reason);
+        }
+    }
+
+    /// Serves one HTTP request addressed to the Engine.IO endpoint.
+    pub async fn handle(
+        self: &Arc<Self>,
+        request: Request<Incoming>,
+        remote: SocketAddr,
+    ) -> Response<Full<Bytes>> {
+        let origin = request.headers().get(header::ORIGIN).cloned();
+        let mut response = if request.method() == Method::OPTIONS {
+            cors::preflight(&self.config.cors_origins, request.headers())
+        } else {
+            self.route(request, remote).await
+        };
+        cors::decorate(
+            &self.config.cors_origins,
+            origin.as_ref(),
+            response.headers_mut(),
+        );
+        response
+    }
+
+    async fn route(
+        self: &Arc<Self>,
+        mut request: Request<Incoming>,
+        remote: SocketAddr,
+    ) -> Response<Full<Bytes>> {
+        let query = request.uri().query().unwrap_or("").to_owned();
+        let params = Params::parse(&query);
+        let transport = match params.transport.as_deref() {
+            Some("polling") => Transport::Polling,
+            Some("websocket") => Transport::WebSocket,
+            _ => return ErrorCode::UnknownTransport.response(),
+        };
+        if params.eio.as_deref() != Some("4") {
+            return ErrorCode::UnsupportedProtocolVersion.response();
+        }
+        let wants_upgrade = is_websocket_upgrade(request.headers());
+        let Some(sid) = params.sid else {
+            if request.method() != Method::GET {
+                return ErrorCode::BadHandshakeMethod.response();
+            }
+            let info = RequestInfo {
+                headers: request.headers().clone(),
+                query,
+                remote,
+            };
+            return match transport {
+                Transport::Polling => self.open_polling(info),
+                Transport::WebSocket if wants_upgrade => {
+                    self.accept_websocket(&mut request, info, None)
+                }
+                Transport::WebSocket => ErrorCode::BadRequest.response(),
+            };
+        };
+        let Some(session) = self.lookup(&sid) else {
+            return ErrorCode::UnknownSid.response();
+        };
+        match transport {
+            Transport::Polling if session.transport() != Transport::Polling => {
+                ErrorCode::BadRequest.response()
+            }
+            Transport::Polling if request.method() == Method::GET => {
+                polling::poll(self, &session).await
+            }
+            Transport::Polling if request.method() == Method::POST => {
+                polling::post(self, &session, request).await
+            }
+            Transport::Polling => ErrorCode::BadRequest.response(),
+            Transport::WebSocket => {
+                let may_upgrade = wants_upgrade
+                    && session.transport() == Transport::Polling
+                    && !session.is_closed()
+                    && !session
+                        .upgrade_claimed
+                        .swap(true, std::sync::atomic::Ordering::AcqRel);
+                if !may_upgrade {
+                    return ErrorCode::BadRequest.response();
+                }
+                let info = RequestInfo {
+                    headers: HeaderMap::new(),
+                    query,
+                    remote,
+                };
+                self.accept_websocket(&mut request, info, Some(session))
+            }
+        }
+    }
+
+    fn open_polling(self: &Arc<Self>, info: RequestInfo) -> Response<Full<Bytes>> {
+        let session = self.create_session(Transport::Polling, info);
+        let open = Frame::encode_payload([&Frame::open(
+            &self.handshake_json(&session, Transport::Polling),
+        )]);
+        self.start(&session);
+        Response::builder()
+            .header(header::CONTENT_TYPE, "text/plain; charset=UTF-8")
+            .body(Full::new(Bytes::from(open)))
+            .unwrap_or_default()
+    }
+
+    /// Answers the websocket handshake; the session (new or upgrading) runs once the
+    /// connection is handed over.
+    fn accept_websocket(
+        self: &Arc<Self>,
+        request: &mut Request<Incoming>,
+        info: RequestInfo,
+        upgrading: Option<Arc<Session>>,
+    ) -> Response<Full<Bytes>> {
+        let Some(accept_key) = request.headers().get(header::SEC_WEBSOCKET_KEY).map(|key| {
+            tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes())
+        }) else {
+            if let Some(session) = &upgrading {
+                session
+                    .upgrade_claimed
+                    .store(false, std::sync::atomic::Ordering::Release);
+            }
+            return ErrorCode::BadRequest.response();
+        };
+        let on_upgrade = hyper::upgrade::on(request);
+        let engine = self.clone();
+        tokio::spawn(async move {
+            let upgraded = match on_upgrade.await {
+                Ok(upgraded) => upgraded,
+                Err(error) => {
+                    tracing::debug!(%error, "websocket upgrade failed");
+                    if let Some(session) = &upgrading {
+                        session
+                            .upgrade_claimed
+                            .store(false, std::sync::atomic::Ordering::Release);
+                    }
+                    return;
+                }
+            };
+            let ws = websocket::accept(upgraded, engine.config.max_payload).await;
+            match upgrading {
+                Some(session) => websocket::run_upgrade(engine, ws, session).await,
+                None => {
+                    let session = engine.create_session(Transport::WebSocket, info);
+                    let open = Frame::open(&engine.handshake_json(&session, Transport::WebSocket));
+                    let _ = session.send(open);
+                    engine.start(&session);
+                    websocket::serve(&session, ws).await;
+                }
+            }
+        });
+        Response::builder()
+            .status(StatusCode::SWITCHING_PROTOCOLS)
+            .header(header::CONNECTION, "Upgrade")
+            .header(header::UPGRADE, "websocket")
+            .header(header::SEC_WEBSOCKET_ACCEPT, accept_key)
+            .body(Full::new(Bytes::new()))
+            .unwrap_or_default()
+    }
+
+    fn create_session(self: &Arc<Self>, transport: Transport, info: RequestInfo) -> Arc<Session> {
+        let sid: Sid = random_id().into();
+        let session = Arc::new(Session::new(
+            sid.clone(),
+            transport,
+            Arc::new(info),
+            self.config.max_buffered_packets,
+            Arc::downgrade(self),
+        ));
+        if let Ok(mut sessions) = self.sessions.write() {
+            sessions.insert(sid, session.clone());
+        }
+        tracing::debug!(sid = %session.sid(), transport = transport.as_str(), "engine session opened");
+        session
+    }
+
+    /// Hands the session to the layer above and starts its heartbeat.
+    fn start(&self, session: &Arc<Session>) {
+        let connection = self.handler.on_open(session.clone());
+        session.set_connection(connection);
+        tokio::spawn(
+            session
+                .clone()
+                .heartbeat(self.config.ping_interval, self.config.ping_timeout),
+        );
+    }
+
+    fn handshake_json(&self, session: &Session, transport: Transport) -> String {
+        let upgrades: &[&str] = if transport == Transport::Polling {
+            &["websocket"]
+        } else {
+            &[]
+        };
+        serde_json::json!({
+            "sid": session.sid().as_ref(),
+            "upgrades": upgrades,
+            "pingInterval": self.config.ping_interval.as_millis() as u64,
+            "pingTimeout": self.config.ping_timeout.as_millis() as u64,
+            "maxPayload": self.config.max_payload,
+        })
+        .to_string()
+    }
+
+    fn lookup(&self, sid: &str) -> Option<Arc<Session>> {
+        self.sessions.read().ok()?.get(sid).cloned()
+    }
+
+    pub(crate) fn remove(&self, sid: &Sid) {
+        if let Ok(mut sessions) = self.sessions.write() {
+            sessions.remove(sid);
+        }
+    }
+
+    /// A closed polling session stays reachable briefly so its client can collect the close
+    /// packet and anything queued before it; the next GET removes it sooner.
+    fn remove_after_grace(self: Arc<Self>, sid: Sid) {
+        let grace = self.config.ping_timeout;
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            self.remove(&sid);
+        });
+    }
+}
+
+/// The query parameters Engine.IO reads.
+#[derive(Default)]
+struct Params {
+    eio: Option<String>,
+    transport: Option<String>,
+    sid: Option<String>,
+}
+
+impl Params {
+    fn parse(query: &str) -> Params {
+        let mut params = Params::default();
+        for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+            match key.as_ref() {
+                "EIO" => params.eio = Some(value.into_owned()),
+                "transport" => params.transport = Some(value.into_owned()),
+                "sid" => params.sid = Some(value.into_owned()),
+                _ => {}
+            }
+        }
+        params
+    }
+}
+
+fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
+    let has_token = |name: header::HeaderName, token: &str| {
+        headers.get_all(name).iter().any(|value| {
+            value.to_str().is_ok_and(|v| {
+                v.split(',')
+                    .any(|part| part.trim().eq_ignore_ascii_case(token))
+            })
+        })
+    };
+    has_token(header::UPGRADE, "websocket") && has_token(header::CONNECTION, "upgrade")
+}
+
+/// A random 120-bit id in URL-safe base64 (20 characters), as the reference `base64id` makes.
+pub fn random_id() -> String {
+    let mut raw = [0u8; 15];
+    rand::rng().fill_bytes(&mut raw);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+}

@@ -1,0 +1,128 @@
+//! The HTTP server: accepts connections and routes requests to the real-time endpoint and,
+//! as the product grows, the API and the web UI.
+//!
+//! Door: [`bind`] a listener, then [`serve`] a [`Router`] on it until shutdown.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode, header};
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpSocket};
+
+use crate::engineio::Engine;
+
+/// Every response body the server sends.
+pub type Body = BoxBody<Bytes, std::io::Error>;
+
+/// Pending connections the kernel may queue; tokio's 128 overflows when hundreds of clients
+/// reconnect at once after the box restarts.
+const LISTEN_BACKLOG: u32 = 1024;
+
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never: Infallible| match never {})
+        .boxed()
+}
+
+/// Maps request paths to the endpoints that serve them.
+#[derive(Default)]
+pub struct Router {
+    /// Engine.IO endpoints by mount path without its trailing slash, e.g. `/socket.io`.
+    engines: Vec<(String, Arc<Engine>)>,
+}
+
+impl Router {
+    pub fn new() -> Router {
+        Router::default()
+    }
+
+    /// Serves Engine.IO at `path` (with or without the trailing slash, as clients vary).
+    pub fn mount_engine(mut self, path: &str, engine: Arc<Engine>) -> Router {
+        self.engines
+            .push((path.trim_end_matches('/').to_owned(), engine));
+        self
+    }
+
+    pub fn engines(&self) -> impl Iterator<Item = &Arc<Engine>> {
+        self.engines.iter().map(|(_, engine)| engine)
+    }
+
+    async fn route(&self, request: Request<Incoming>, remote: SocketAddr) -> Response<Body> {
+        let path = request.uri().path();
+        let engine = self.engines.iter().find(|(mount, _)| {
+            path.strip_prefix(mount.as_str())
+                .is_some_and(|rest| rest.is_empty() || rest == "/")
+        });
+        if let Some((_, engine)) = engine {
+            return engine
+                .handle(request, remote)
+                .await
+                .map(|body| body.map_err(|never| match never {}).boxed());
+        }
+        json_error(StatusCode::NOT_FOUND, "not found")
+    }
+}
+
+pub fn json_error(status: StatusCode, message: &str) -> Response<Body> {
+    let body = serde_json::json!({ "error": message }).to_string();
+    let mut response = Response::new(full(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// Binds with an explicit backlog and address reuse, so a restart can bind at once.
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+/// Serves until `shutdown` resolves; then stops accepting and returns.
+pub async fn serve(listener: TcpListener, router: Arc<Router>, shutdown: impl Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(error) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let router = router.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request| {
+                let router = router.clone();
+                async move { Ok::<_, Infallible>(router.route(request, remote).await) }
+            });
+            if let Err(error) = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades()
+                .await
+            {
+                tracing::debug!(%error, %remote, "connection ended with an error");
+            }
+        });
+    }
+}

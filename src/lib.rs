@@ -1,0 +1,15 @@
+//! Tally: a video appliance for the edge.
+//!
+//! Layers depend one way: [`engineio`] (transport) → [`socketio`] (protocol) → [`events`]
+//! (the application's real-time events). [`http`] serves them; [`auth`] issues and checks
+//! tokens; [`config`] reads settings; [`app`] assembles the service.
+
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod conformance;
+pub mod engineio;
+pub mod events;
+pub mod http;
+pub mod logging;
+pub mod socketio;

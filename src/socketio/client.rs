@@ -1,0 +1,299 @@
+//! One engine session as Socket.IO sees it: decodes its messages, reassembles binary packets,
+//! and routes packets to the sockets it holds, one per connected namespace.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use http::Extensions;
+use serde_json::Value;
+use tokio::task::AbortHandle;
+
+use super::Encoded;
+use super::Shared;
+use super::namespace::ConnectError;
+use super::packet::{Packet, PacketType, Payload, placeholders_are_valid};
+use super::socket::{AckSender, DisconnectReason, Handshake, Socket};
+use crate::engineio::{CloseReason, Connection, Message, Session};
+
+/// A binary packet waiting for its attachments.
+struct Partial {
+    packet: Packet,
+    attachments: Vec<Bytes>,
+    bytes: usize,
+    sequence: u64,
+}
+
+pub struct Client {
+    me: Weak<Client>,
+    server: Arc<Shared>,
+    session: Arc<Session>,
+    /// `None` once the connection has closed, so a late CONNECT cannot leak a socket.
+    sockets: Mutex<Option<Vec<Arc<Socket>>>>,
+    partial: Mutex<Option<Partial>>,
+    sequence: AtomicU64,
+    connect_timer: Mutex<Option<AbortHandle>>,
+}
+
+impl Client {
+    pub(super) fn open(server: Arc<Shared>, session: Arc<Session>) -> Arc<Client> {
+        let client = Arc::new_cyclic(|me| Client {
+            me: me.clone(),
+            server,
+            session,
+            sockets: Mutex::new(Some(Vec::new())),
+            partial: Mutex::new(None),
+            sequence: AtomicU64::new(0),
+            connect_timer: Mutex::new(None),
+        });
+        // A connection that joins no namespace in time is closed, as the reference does.
+        let weak = Arc::downgrade(&client);
+        let timeout = client.server.config.connect_timeout;
+        let timer = tokio::spawn(async move {
+            tokio::time::sleep(timeout).await;
+            if let Some(client) = weak.upgrade()
+                && client.socket_count() == 0
+            {
+                tracing::debug!(sid = %client.session.sid(), "no namespace joined in time");
+                client.session.close(CloseReason::ForcedClose);
+            }
+        });
+        if let Ok(mut slot) = client.connect_timer.lock() {
+            *slot = Some(timer.abort_handle());
+        }
+        client
+    }
+
+    fn socket_count(&self) -> usize {
+        self.sockets
+            .lock()
+            .ok()
+            .and_then(|s| s.as_ref().map(Vec::len))
+            .unwrap_or(0)
+    }
+
+    fn socket_for(&self, nsp: &str) -> Option<Arc<Socket>> {
+        let sockets = self.sockets.lock().ok()?;
+        sockets
+            .as_ref()?
+            .iter()
+            .find(|s| s.namespace().name() == nsp)
+            .cloned()
+    }
+
+    pub(super) fn forget(&self, socket: &Arc<Socket>) {
+        if let Ok(mut sockets) = self.sockets.lock()
+            && let Some(list) = sockets.as_mut()
+        {
+            list.retain(|s| !Arc::ptr_eq(s, socket));
+        }
+    }
+
+    fn receive(&self, message: Message) -> Result<(), &'static str> {
+        let config = &self.server.config;
+        match message {
+            Message::Text(text) => {
+                let mut partial = self.partial.lock().map_err(|_| "poisoned")?;
+                if partial.is_some() {
+                    return Err("text packet in the middle of a binary sequence");
+                }
+                let packet = Packet::decode(&text).map_err(|_| "undecodable packet")?;
+                if packet.kind.is_binary() && packet.attachments > 0 {
+                    if packet.attachments > config.max_attachments {
+                        return Err("too many attachments");
+                    }
+                    let sequence = self.sequence.fetch_add(1, Ordering::Relaxed);
+                    let expected = packet.attachments;
+                    *partial = Some(Partial {
+                        packet,
+                        attachments: Vec::with_capacity(expected),
+                        bytes: 0,
+                        sequence,
+                    });
+                    drop(partial);
+                    self.expire_partial(sequence);
+                    return Ok(());
+                }
+                drop(partial);
+                self.dispatch(packet, Vec::new())
+            }
+            Message::Binary(data) => {
+                let mut slot = self.partial.lock().map_err(|_| "poisoned")?;
+                let partial = slot
+                    .as_mut()
+                    .ok_or("binary message with no binary packet to complete")?;
+                partial.bytes += data.len();
+                if partial.bytes > config.max_attachment_bytes {
+                    return Err("attachments over the size limit");
+                }
+                partial.attachments.push(data);
+                if partial.attachments.len() < partial.packet.attachments {
+                    return Ok(());
+                }
+                let Some(done) = slot.take() else {
+                    return Ok(());
+                };
+                drop(slot);
+                let valid = done
+                    .packet
+                    .data
+                    .as_ref()
+                    .is_some_and(|d| placeholders_are_valid(d, done.attachments.len()));
+                if !valid {
+                    return Err("illegal attachments");
+                }
+                self.dispatch(done.packet, done.attachments)
+            }
+        }
+    }
+
+    /// A binary packet whose attachments do not all arrive in time closes the connection.
+    fn expire_partial(&self, sequence: u64) {
+        let weak = self.me.clone();
+        let timeout = self.server.config.binary_timeout;
+        tokio::spawn(async move {
+            tokio::time::sleep(timeout).await;
+            let Some(client) = weak.upgrade() else { return };
+            let stale = client
+                .partial
+                .lock()
+                .is_ok_and(|p| p.as_ref().is_some_and(|p| p.sequence == sequence));
+            if stale {
+                tracing::debug!(sid = %client.session.sid(), "binary attachments did not arrive in time");
+                client.session.close(CloseReason::ParseError);
+            }
+        });
+    }
+
+    fn dispatch(&self, packet: Packet, attachments: Vec<Bytes>) -> Result<(), &'static str> {
+        match packet.kind {
+            PacketType::Connect => self.connect(packet),
+            PacketType::Disconnect => {
+                if let Some(socket) = self.socket_for(&packet.nsp) {
+                    socket.teardown(DisconnectReason::ClientNamespaceDisconnect);
+                }
+            }
+            PacketType::Event | PacketType::BinaryEvent => {
+                let Some(socket) = self.socket_for(&packet.nsp) else {
+                    return Ok(());
+                };
+                let Some(Value::Array(mut args)) = packet.data else {
+                    return Err("event without arguments");
+                };
+                let Value::String(event) = args.remove(0) else {
+                    return Err("event name is not a string");
+                };
+                let ack = packet.id.map(|id| AckSender::new(socket.clone(), id));
+                socket.namespace().clone().run_event(
+                    &socket,
+                    &event,
+                    Payload { args, attachments },
+                    ack,
+                );
+            }
+            PacketType::Ack | PacketType::BinaryAck => {
+                let (Some(socket), Some(id), Some(Value::Array(args))) =
+                    (self.socket_for(&packet.nsp), packet.id, packet.data)
+                else {
+                    return Ok(());
+                };
+                socket.resolve_ack(id, Payload { args, attachments });
+            }
+            // Only servers send CONNECT_ERROR; the reference ignores one from a client.
+            PacketType::ConnectError => {}
+        }
+        Ok(())
+    }
+
+    fn connect(&self, packet: Packet) {
+        let nsp = packet.nsp;
+        let Some(namespace) = self.server.namespace(&nsp) else {
+            self.refuse(&nsp, &ConnectError::new("Invalid namespace"));
+            return;
+        };
+        // A repeated CONNECT gets the same answer again: no second socket, no second
+        // middleware run.
+        if let Some(existing) = self.socket_for(&nsp) {
+            let _ = Encoded::connect_ack(&nsp, existing.id()).send_to(&self.session);
+            return;
+        }
+        let handshake = Handshake {
+            auth: packet
+                .data
+                .unwrap_or_else(|| Value::Object(Default::default())),
+            request: self.session.request().clone(),
+            issued: SystemTime::now(),
+        };
+        let mut extensions = Extensions::new();
+        for middleware in namespace.middleware() {
+            if let Err(error) = middleware(&handshake, &mut extensions) {
+                tracing::debug!(sid = %self.session.sid(), nsp, message = error.message, "connect refused");
+                self.refuse(&nsp, &error);
+                return;
+            }
+        }
+        let socket = Arc::new(Socket::new(
+            namespace.clone(),
+            self.session.clone(),
+            self.me.clone(),
+            handshake,
+            extensions,
+        ));
+        match self
+            .sockets
+            .lock()
+            .ok()
+            .as_deref_mut()
+            .and_then(Option::as_mut)
+        {
+            Some(list) => list.push(socket.clone()),
+            None => return,
+        }
+        namespace.insert(&socket);
+        let _ = Encoded::connect_ack(&nsp, socket.id()).send_to(&self.session);
+        if let Some(timer) = self.connect_timer.lock().ok().and_then(|mut t| t.take()) {
+            timer.abort();
+        }
+        tracing::debug!(sid = %self.session.sid(), socket = %socket.id(), nsp, "socket connected");
+        namespace.run_connect(&socket);
+    }
+
+    fn refuse(&self, nsp: &str, error: &ConnectError) {
+        let packet = Packet {
+            kind: PacketType::ConnectError,
+            nsp: nsp.to_owned(),
+            id: None,
+            data: Some(error.to_json()),
+            attachments: 0,
+        };
+        let _ = Encoded::packet(&packet, &[]).send_to(&self.session);
+    }
+}
+
+impl Connection for Client {
+    fn on_message(&self, message: Message) {
+        if let Err(reason) = self.receive(message) {
+            tracing::debug!(sid = %self.session.sid(), reason, "closing connection: parse error");
+            self.session.close(CloseReason::ParseError);
+        }
+    }
+
+    fn on_close(&self, reason: CloseReason) {
+        if let Some(timer) = self.connect_timer.lock().ok().and_then(|mut t| t.take()) {
+            timer.abort();
+        }
+        if let Ok(mut partial) = self.partial.lock() {
+            *partial = None;
+        }
+        let sockets = self
+            .sockets
+            .lock()
+            .ok()
+            .and_then(|mut s| s.take())
+            .unwrap_or_default();
+        for socket in sockets {
+            socket.teardown(DisconnectReason::Transport(reason));
+        }
+    }
+}

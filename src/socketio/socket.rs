@@ -1,0 +1,287 @@
+//! One client's connection to one namespace: emit, acks, rooms, disconnect.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, SystemTime};
+
+use http::Extensions;
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+use super::client::Client;
+use super::namespace::{BroadcastOperator, Namespace};
+use super::packet::{Packet, PacketType, Payload};
+use super::rooms::Room;
+use super::{EmitError, Encoded};
+use crate::engineio::{CloseReason, RequestInfo, Session};
+
+/// The Socket.IO socket id: random, and never the engine session id (protocol v5).
+pub type SocketId = Arc<str>;
+
+/// What the client presented when it connected to the namespace.
+#[derive(Debug, Clone)]
+pub struct Handshake {
+    /// The CONNECT packet's payload (`auth` on the client), `{}` when absent.
+    pub auth: Value,
+    pub request: Arc<RequestInfo>,
+    pub issued: SystemTime,
+}
+
+/// Why a socket left its namespace; the strings are the reference server's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DisconnectReason {
+    ServerNamespaceDisconnect,
+    ClientNamespaceDisconnect,
+    Transport(CloseReason),
+}
+
+impl DisconnectReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DisconnectReason::ServerNamespaceDisconnect => "server namespace disconnect",
+            DisconnectReason::ClientNamespaceDisconnect => "client namespace disconnect",
+            DisconnectReason::Transport(reason) => reason.as_str(),
+        }
+    }
+}
+
+/// Why an emit-with-ack produced no answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AckError {
+    #[error("the client did not acknowledge in time")]
+    Timeout,
+    #[error("the socket disconnected before acknowledging")]
+    Disconnected,
+    #[error(transparent)]
+    Emit(#[from] EmitError),
+}
+
+pub struct Socket {
+    id: SocketId,
+    namespace: Arc<Namespace>,
+    session: Arc<Session>,
+    client: Weak<Client>,
+    handshake: Handshake,
+    extensions: Extensions,
+    rooms: Mutex<Vec<Room>>,
+    acks: Mutex<HashMap<u64, oneshot::Sender<Payload>>>,
+    next_ack: AtomicU64,
+    connected: AtomicBool,
+}
+
+impl std::fmt::Debug for Socket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Socket")
+            .field("id", &self.id)
+            .field("nsp", &self.namespace.name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Socket {
+    pub(super) fn new(
+        namespace: Arc<Namespace>,
+        session: Arc<Session>,
+        client: Weak<Client>,
+        handshake: Handshake,
+        extensions: Extensions,
+    ) -> Socket {
+        Socket {
+            id: crate::engineio::random_id().into(),
+            namespace,
+            session,
+            client,
+            handshake,
+            extensions,
+            rooms: Mutex::new(Vec::new()),
+            acks: Mutex::new(HashMap::new()),
+            next_ack: AtomicU64::new(0),
+            connected: AtomicBool::new(true),
+        }
+    }
+
+    pub fn id(&self) -> &SocketId {
+        &self.id
+    }
+
+    pub fn namespace(&self) -> &Arc<Namespace> {
+        &self.namespace
+    }
+
+    pub fn handshake(&self) -> &Handshake {
+        &self.handshake
+    }
+
+    /// Values the namespace middleware attached when the socket connected.
+    pub fn extensions(&self) -> &Extensions {
+        &self.extensions
+    }
+
+    /// The engine session under this socket (shared by its other namespaces).
+    pub fn session(&self) -> &Arc<Session> {
+        &self.session
+    }
+
+    pub fn connected(&self) -> bool {
+        self.connected.load(Ordering::Acquire)
+    }
+
+    pub fn emit(&self, event: &str, payload: impl Into<Payload>) -> Result<(), EmitError> {
+        self.send(&Encoded::event(
+            self.namespace.name(),
+            event,
+            None,
+            &payload.into(),
+        ))
+    }
+
+    /// Emits and waits for the client's acknowledgement, at most `timeout`.
+    pub fn emit_with_ack(
+        self: &Arc<Self>,
+        event: &str,
+        payload: impl Into<Payload>,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Payload, AckError>> + Send + 'static {
+        let id = self.next_ack.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        if let Ok(mut acks) = self.acks.lock() {
+            acks.insert(id, tx);
+        }
+        let sent = self.send(&Encoded::event(
+            self.namespace.name(),
+            event,
+            Some(id),
+            &payload.into(),
+        ));
+        let socket = Arc::downgrade(self);
+        async move {
+            sent?;
+            match tokio::time::timeout(timeout, rx).await {
+                Ok(Ok(payload)) => Ok(payload),
+                Ok(Err(_)) => Err(AckError::Disconnected),
+                Err(_) => {
+                    if let Some(socket) = socket.upgrade() {
+                        socket.forget_ack(id);
+                    }
+                    Err(AckError::Timeout)
+                }
+            }
+        }
+    }
+
+    fn forget_ack(&self, id: u64) {
+        if let Ok(mut acks) = self.acks.lock() {
+            acks.remove(&id);
+        }
+    }
+
+    pub(super) fn resolve_ack(&self, id: u64, payload: Payload) {
+        let pending = self.acks.lock().ok().and_then(|mut acks| acks.remove(&id));
+        if let Some(pending) = pending {
+            let _ = pending.send(payload);
+        }
+    }
+
+    pub(super) fn send(&self, encoded: &Encoded) -> Result<(), EmitError> {
+        if !self.connected() {
+            return Err(EmitError::Disconnected);
+        }
+        encoded.send_to(&self.session)
+    }
+
+    pub fn join(self: &Arc<Self>, room: impl Into<Room>) {
+        let room = room.into();
+        if !self.connected() {
+            return;
+        }
+        if self.namespace.join(room.clone(), self)
+            && let Ok(mut rooms) = self.rooms.lock()
+        {
+            rooms.push(room);
+        }
+    }
+
+    pub fn leave(&self, room: &str) {
+        self.namespace.leave(room, &self.id);
+        if let Ok(mut rooms) = self.rooms.lock() {
+            rooms.retain(|r| r.as_ref() != room);
+        }
+    }
+
+    pub fn rooms(&self) -> Vec<Room> {
+        self.rooms.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    /// Everyone in `room` (optionally more rooms via the returned operator).
+    pub fn to(&self, room: impl Into<Room>) -> BroadcastOperator {
+        self.namespace.to(room)
+    }
+
+    /// Everyone in the namespace but this socket.
+    pub fn broadcast(&self) -> BroadcastOperator {
+        self.namespace.broadcast().except_socket(self.id.clone())
+    }
+
+    /// Disconnects this socket from its namespace (`41`); the client will not reconnect by
+    /// itself. The engine connection stays up for other namespaces.
+    pub fn disconnect(&self) {
+        let packet = Packet {
+            kind: PacketType::Disconnect,
+            nsp: self.namespace.name().to_owned(),
+            id: None,
+            data: None,
+            attachments: 0,
+        };
+        let _ = self.send(&Encoded::packet(&packet, &[]));
+        self.teardown(DisconnectReason::ServerNamespaceDisconnect);
+    }
+
+    /// Closes the whole underlying connection; the client reconnects on its own.
+    pub fn close_connection(&self) {
+        self.session.close(CloseReason::ForcedClose);
+    }
+
+    /// Leaves the namespace: rooms, pending acks, the disconnect handler. Runs once.
+    pub(super) fn teardown(&self, reason: DisconnectReason) {
+        if !self.connected.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        let rooms = self
+            .rooms
+            .lock()
+            .map(|mut r| std::mem::take(&mut *r))
+            .unwrap_or_default();
+        for room in &rooms {
+            self.namespace.leave(room, &self.id);
+        }
+        // Dropping the senders fails every pending emit-with-ack with `Disconnected`.
+        if let Ok(mut acks) = self.acks.lock() {
+            acks.clear();
+        }
+        if let Some(socket) = self.namespace.remove(&self.id) {
+            if let Some(client) = self.client.upgrade() {
+                client.forget(&socket);
+            }
+            tracing::debug!(socket = %self.id, nsp = self.namespace.name(), reason = reason.as_str(), "socket disconnected");
+            self.namespace.run_disconnect(&socket, reason);
+        }
+    }
+}
+
+/// Answers a client's emit-with-ack. Consumed by sending, so a client gets one answer.
+pub struct AckSender {
+    socket: Arc<Socket>,
+    id: u64,
+}
+
+impl AckSender {
+    pub(super) fn new(socket: Arc<Socket>, id: u64) -> AckSender {
+        AckSender { socket, id }
+    }
+
+    pub fn send(self, payload: impl Into<Payload>) -> Result<(), EmitError> {
+        let encoded = Encoded::ack(self.socket.namespace.name(), self.id, &payload.into());
+        self.socket.send(&encoded)
+    }
+}

@@ -1,0 +1,222 @@
+//! Shared test support: a real server on a loopback port, a raw HTTP client and raw websocket
+//! helpers that speak the wire protocol byte for byte.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http_body_util::{BodyExt, Full};
+use hyper::header::HeaderMap;
+use hyper::{Method, Request};
+use hyper_util::rt::TokioIo;
+use tally::http::{self, Router};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A server running on 127.0.0.1 until dropped.
+pub struct Server {
+    pub addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Server {
+    pub async fn start(router: Router) -> Server {
+        Server::start_on("127.0.0.1:0".parse().unwrap(), router).await
+    }
+
+    pub async fn start_on(addr: SocketAddr, router: Router) -> Server {
+        let listener = http::bind(addr).expect("bind loopback");
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(http::serve(listener, Arc::new(router), async {
+            let _ = rx.await;
+        }));
+        Server {
+            addr,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
+}
+
+/// One request on a fresh connection, so requests can overlap as a browser's would.
+pub async fn request(
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+    body: &[u8],
+    headers: &[(&str, &str)],
+) -> Reply {
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(connection);
+    let mut builder = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr.to_string());
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    let request = builder
+        .body(Full::new(Bytes::copy_from_slice(body)))
+        .unwrap();
+    let response = sender.send_request(request).await.expect("response");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    Reply {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
+
+pub async fn get(addr: SocketAddr, path: &str) -> Reply {
+    request(addr, Method::GET, path, b"", &[]).await
+}
+
+pub async fn post(addr: SocketAddr, path: &str, body: &str) -> Reply {
+    request(
+        addr,
+        Method::POST,
+        path,
+        body.as_bytes(),
+        &[("content-type", "text/plain;charset=UTF-8")],
+    )
+    .await
+}
+
+/// Opens a polling session under `mount` (e.g. `/engine.io/`) and returns its sid.
+pub async fn open_polling(addr: SocketAddr, mount: &str) -> String {
+    let reply = get(addr, &format!("{mount}?EIO=4&transport=polling")).await;
+    assert_eq!(reply.status, 200, "handshake: {}", reply.body);
+    let open: serde_json::Value =
+        serde_json::from_str(reply.body.strip_prefix('0').expect("open packet")).unwrap();
+    open["sid"].as_str().unwrap().to_owned()
+}
+
+pub fn polling_url(mount: &str, sid: &str) -> String {
+    format!("{mount}?EIO=4&transport=polling&sid={sid}")
+}
+
+pub async fn ws_connect(
+    addr: SocketAddr,
+    path: &str,
+) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+    tokio_tungstenite::connect_async(format!("ws://{addr}{path}"))
+        .await
+        .map(|(ws, _)| ws)
+}
+
+/// The next text or binary message, failing the test after 5 s.
+pub async fn next_message(ws: &mut Ws) -> Option<Message> {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("timed out waiting for a message")
+        {
+            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
+            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
+            Some(Ok(message)) => return Some(message),
+        }
+    }
+}
+
+/// The next text message that is not an Engine.IO ping (those are answered).
+pub async fn next_text(ws: &mut Ws) -> String {
+    loop {
+        match next_message(ws).await {
+            Some(Message::Text(text)) if text.as_str() == "2" => {
+                let _ = ws.send(Message::text("3")).await;
+            }
+            Some(Message::Text(text)) => return text.as_str().to_owned(),
+            Some(other) => panic!("expected text, got {other:?}"),
+            None => panic!("connection closed while waiting for text"),
+        }
+    }
+}
+
+pub async fn next_binary(ws: &mut Ws) -> Vec<u8> {
+    match next_message(ws).await {
+        Some(Message::Binary(data)) => data.to_vec(),
+        other => panic!("expected binary, got {other:?}"),
+    }
+}
+
+/// True when the server closes the websocket within 5 s (anything it sends first is skipped).
+pub async fn closed_by_server(ws: &mut Ws) -> bool {
+    let wait = async {
+        while let Some(message) = ws.next().await {
+            if matches!(message, Ok(Message::Close(_)) | Err(_)) {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), wait)
+        .await
+        .is_ok()
+}
+
+pub async fn send_text(ws: &mut Ws, text: &str) {
+    ws.send(Message::text(text)).await.expect("send");
+}
+
+pub async fn send_binary(ws: &mut Ws, data: &[u8]) {
+    ws.send(Message::binary(data.to_vec())).await.expect("send");
+}
+
+/// Polls `check` every 20 ms until it holds, failing after 5 s.
+pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    for _ in 0..250 {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("never happened: {what}");
+}

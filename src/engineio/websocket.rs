@@ -127,6 +127,16 @@ pub(super) async fn serve(session: &Arc<Session>, ws: Ws) {
                     tracing::debug!(sid = %session.sid(), %error, "websocket message over maxPayload");
                     return CloseReason::TransportError;
                 }
+                // A peer that vanished without a closing handshake has closed the transport, as
+                // far as the reference server is concerned.
+                Err(
+                    tungstenite::Error::Io(_)
+                    | tungstenite::Error::Protocol(
+                        tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+                    ),
+                ) => {
+                    return CloseReason::TransportClose;
+                }
                 Err(error) => {
                     tracing::debug!(sid = %session.sid(), %error, "websocket read failed");
                     return CloseReason::TransportError;

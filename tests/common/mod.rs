@@ -2,6 +2,8 @@
 //! helpers that speak the wire protocol byte for byte.
 #![allow(dead_code)]
 
+pub mod node;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -219,4 +221,87 @@ pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     panic!("never happened: {what}");
+}
+
+/// The whole service (`tally serve`'s assembly) on a loopback port, with its own data dir.
+pub struct TestApp {
+    pub app: Arc<tally::app::App>,
+    pub addr: SocketAddr,
+    pub data_dir: Arc<tempfile::TempDir>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestApp {
+    pub async fn start(videos: Arc<dyn tally::events::VideoDirectory>) -> TestApp {
+        let data_dir = Arc::new(tempfile::tempdir().unwrap());
+        TestApp::start_with(data_dir, 0, videos).await
+    }
+
+    /// Starts on `port` (0: any) with `data_dir`, so a restart keeps its secret and address.
+    pub async fn start_with(
+        data_dir: Arc<tempfile::TempDir>,
+        port: u16,
+        videos: Arc<dyn tally::events::VideoDirectory>,
+    ) -> TestApp {
+        let config = tally::config::Config {
+            bind: [127, 0, 0, 1].into(),
+            port,
+            data_dir: data_dir.path().to_owned(),
+            ..Default::default()
+        };
+        let app = Arc::new(tally::app::App::new(config, videos).unwrap());
+        let listener = app.listen().unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let runner = app.clone();
+        let task = tokio::spawn(async move {
+            runner
+                .run(listener, async {
+                    let _ = rx.await;
+                })
+                .await
+        });
+        TestApp {
+            app,
+            addr,
+            data_dir,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    pub fn token(&self, user: &str, org: &str) -> String {
+        self.app
+            .keys
+            .issue(
+                user,
+                org,
+                tally::auth::Role::Editor,
+                Duration::from_secs(600),
+            )
+            .unwrap()
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops serving and closes every connection, as `tally serve` does on SIGTERM.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
 }

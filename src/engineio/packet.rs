@@ -178,6 +178,20 @@ mod tests {
     }
 
     #[test]
+    fn random_payloads_never_panic() {
+        use rand::{Rng, SeedableRng};
+        let alphabet: &[u8] = b"0123456b\x1eAQIDBA==probe\xc3\xa9\xff\x80";
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0xe10);
+        for _ in 0..50_000 {
+            let len = rng.random_range(0..32);
+            let body: Vec<u8> = (0..len)
+                .map(|_| alphabet[rng.random_range(0..alphabet.len())])
+                .collect();
+            let _ = Packet::decode_payload(&body);
+        }
+    }
+
+    #[test]
     fn payload_round_trip_with_binary() {
         let packets = Packet::decode_payload(b"4hello\x1ebAQIDBA==\x1e3").unwrap();
         assert_eq!(

@@ -13,7 +13,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode, header};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpSocket};
 
 use crate::engineio::Engine;
@@ -24,6 +24,9 @@ pub type Body = BoxBody<Bytes, std::io::Error>;
 /// Pending connections the kernel may queue; tokio's 128 overflows when hundreds of clients
 /// reconnect at once after the box restarts.
 const LISTEN_BACKLOG: u32 = 1024;
+/// A client gets this long to send its request headers; slow-header clients would otherwise
+/// hold connections (and memory) forever.
+const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 pub fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into())
@@ -116,11 +119,12 @@ pub async fn serve(listener: TcpListener, router: Arc<Router>, shutdown: impl Fu
                 let router = router.clone();
                 async move { Ok::<_, Infallible>(router.route(request, remote).await) }
             });
-            if let Err(error) = http1::Builder::new()
+            let connection = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades()
-                .await
-            {
+                .with_upgrades();
+            if let Err(error) = connection.await {
                 tracing::debug!(%error, %remote, "connection ended with an error");
             }
         });

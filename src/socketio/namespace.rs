@@ -110,7 +110,8 @@ impl Namespace {
         self
     }
 
-    /// Handles `event` for every socket of the namespace.
+    /// Handles `event` for every socket of the namespace. Handlers run on the connection's
+    /// reader, in arrival order: keep them short and spawn a task for slow work.
     pub fn on(
         &self,
         event: &str,

@@ -313,6 +313,26 @@ mod tests {
     }
 
     #[test]
+    fn random_input_never_panics() {
+        use rand::{Rng, SeedableRng};
+        // Protocol characters, digits, JSON punctuation and multibyte characters, shuffled.
+        let alphabet: Vec<char> = "0123456789-/,[]{}\":_placeholdernumtrue é€😀\\"
+            .chars()
+            .collect();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0x7a11);
+        for _ in 0..50_000 {
+            let len = rng.random_range(0..40);
+            let text: String = (0..len)
+                .map(|_| alphabet[rng.random_range(0..alphabet.len())])
+                .collect();
+            if let Ok(packet) = decode(&text) {
+                // Whatever decodes re-encodes to something that decodes the same way.
+                assert_eq!(decode(&packet.encode()).as_ref(), Ok(&packet), "{text:?}");
+            }
+        }
+    }
+
+    #[test]
     fn encodes_like_the_reference() {
         let p = Packet {
             kind: PacketType::Connect,

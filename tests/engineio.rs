@@ -32,6 +32,14 @@ fn url(sid: &str) -> String {
     polling_url(MOUNT, sid)
 }
 
+/// A polling GET in flight, given time to park on the server.
+async fn parked_get(server: &Server, sid: &str) -> tokio::task::JoinHandle<Reply> {
+    let (addr, path) = (server.addr, url(sid));
+    let handle = tokio::spawn(async move { get(addr, &path).await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    handle
+}
+
 #[tokio::test]
 async fn polling_handshake_announces_the_session() {
     let (server, _) = server().await;
@@ -152,10 +160,7 @@ async fn polling_round_trips_text_and_binary_packets() {
 async fn a_parked_get_is_answered_with_the_whole_batch() {
     let (server, _) = server().await;
     let sid = open_polling(server.addr, MOUNT).await;
-    let addr = server.addr;
-    let path = url(&sid);
-    let parked = tokio::spawn(async move { get(addr, &path).await });
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let parked = parked_get(&server, &sid).await;
     assert!(!parked.is_finished(), "a GET with nothing queued waits");
     post(server.addr, &url(&sid), "4a\x1e4b\x1e4c").await;
     let poll = parked.await.unwrap();
@@ -185,9 +190,7 @@ async fn invalid_packets_close_the_session() {
 async fn overlapping_gets_close_the_session() {
     let (server, _) = server().await;
     let sid = open_polling(server.addr, MOUNT).await;
-    let (addr, path) = (server.addr, url(&sid));
-    let first = tokio::spawn(async move { get(addr, &path).await });
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let first = parked_get(&server, &sid).await;
     let second = get(server.addr, &url(&sid)).await;
     assert_eq!(second.status, 400);
     let first = first.await.unwrap();
@@ -289,9 +292,7 @@ async fn early_and_extra_pongs_are_tolerated() {
 async fn client_close_over_polling_answers_the_parked_get_with_noop() {
     let (server, engine) = server().await;
     let sid = open_polling(server.addr, MOUNT).await;
-    let (addr, path) = (server.addr, url(&sid));
-    let parked = tokio::spawn(async move { get(addr, &path).await });
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let parked = parked_get(&server, &sid).await;
     assert_eq!(post(server.addr, &url(&sid), "1").await.body, "ok");
     assert_eq!(parked.await.unwrap().body, "6");
     assert_eq!(get(server.addr, &url(&sid)).await.status, 400);
@@ -405,6 +406,11 @@ async fn sessions_are_freed_promptly_when_the_client_goes_away() {
     eventually("sessions freed on close", || engine.session_count() == 0).await;
 }
 
+async fn probe(ws: &mut Ws) {
+    send_text(ws, "2probe").await;
+    assert_eq!(next_text(ws).await, "3probe");
+}
+
 async fn begin_upgrade(server: &Server) -> (String, Ws) {
     let sid = open_polling(server.addr, MOUNT).await;
     let ws = ws_connect(
@@ -421,11 +427,8 @@ async fn upgrade_from_polling_to_websocket() {
     let (server, engine) = server().await;
     let (sid, mut ws) = begin_upgrade(&server).await;
     // A GET parked before the probe...
-    let (addr, path) = (server.addr, url(&sid));
-    let parked = tokio::spawn(async move { get(addr, &path).await });
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    send_text(&mut ws, "2probe").await;
-    assert_eq!(next_text(&mut ws).await, "3probe");
+    let parked = parked_get(&server, &sid).await;
+    probe(&mut ws).await;
     // ...is released with a noop, and so is every GET during the upgrade.
     assert_eq!(parked.await.unwrap().body, "6");
     assert_eq!(get(server.addr, &url(&sid)).await.body, "6");
@@ -483,8 +486,7 @@ async fn eventually_polling_refused(server: &Server, sid: &str) {
 async fn messages_queued_during_the_upgrade_arrive_over_websocket() {
     let (server, _) = server().await;
     let (sid, mut ws) = begin_upgrade(&server).await;
-    send_text(&mut ws, "2probe").await;
-    assert_eq!(next_text(&mut ws).await, "3probe");
+    probe(&mut ws).await;
     // The client paused polling; what it posts now is echoed into the queue...
     post(server.addr, &url(&sid), "4queued").await;
     send_text(&mut ws, "5").await;
@@ -500,8 +502,7 @@ async fn heartbeat_pauses_during_the_upgrade() {
     })
     .await;
     let (sid, mut ws) = begin_upgrade(&server).await;
-    send_text(&mut ws, "2probe").await;
-    assert_eq!(next_text(&mut ws).await, "3probe");
+    probe(&mut ws).await;
     // Longer than pingInterval + pingTimeout with no pong: no ping timeout while upgrading.
     tokio::time::sleep(Duration::from_millis(800)).await;
     send_text(&mut ws, "5").await;
@@ -518,8 +519,7 @@ async fn an_upgrade_that_never_completes_times_out_and_polling_goes_on() {
     })
     .await;
     let (sid, mut ws) = begin_upgrade(&server).await;
-    send_text(&mut ws, "2probe").await;
-    assert_eq!(next_text(&mut ws).await, "3probe");
+    probe(&mut ws).await;
     assert!(
         closed_by_server(&mut ws).await,
         "the probe websocket is closed after upgradeTimeout"
@@ -534,8 +534,7 @@ async fn an_upgrade_that_never_completes_times_out_and_polling_goes_on() {
     )
     .await
     .unwrap();
-    send_text(&mut again, "2probe").await;
-    assert_eq!(next_text(&mut again).await, "3probe");
+    probe(&mut again).await;
 }
 
 #[tokio::test]

@@ -22,11 +22,45 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
+/// A serving task that stops when told or when dropped.
+struct Running {
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    fn spawn<F: Future<Output = ()> + Send + 'static>(
+        serve: impl FnOnce(oneshot::Receiver<()>) -> F,
+    ) -> Running {
+        let (tx, rx) = oneshot::channel();
+        Running {
+            shutdown: Some(tx),
+            task: Some(tokio::spawn(serve(rx))),
+        }
+    }
+
+    async fn stop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
 /// A server running on 127.0.0.1 until dropped.
 pub struct Server {
     pub addr: SocketAddr,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<()>>,
+    running: Running,
 }
 
 impl Server {
@@ -37,32 +71,16 @@ impl Server {
     pub async fn start_on(addr: SocketAddr, router: Router) -> Server {
         let listener = http::bind(addr).expect("bind loopback");
         let addr = listener.local_addr().unwrap();
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(http::serve(listener, Arc::new(router), async {
-            let _ = rx.await;
-        }));
-        Server {
-            addr,
-            shutdown: Some(tx),
-            task: Some(task),
-        }
+        let running = Running::spawn(|rx| {
+            http::serve(listener, Arc::new(router), async {
+                let _ = rx.await;
+            })
+        });
+        Server { addr, running }
     }
 
     pub async fn stop(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
+        self.running.stop().await;
     }
 }
 
@@ -228,8 +246,7 @@ pub struct TestApp {
     pub app: Arc<tally::app::App>,
     pub addr: SocketAddr,
     pub data_dir: Arc<tempfile::TempDir>,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<()>>,
+    running: Running,
 }
 
 impl TestApp {
@@ -253,9 +270,8 @@ impl TestApp {
         let app = Arc::new(tally::app::App::new(config, videos).unwrap());
         let listener = app.listen().unwrap();
         let addr = listener.local_addr().unwrap();
-        let (tx, rx) = oneshot::channel::<()>();
         let runner = app.clone();
-        let task = tokio::spawn(async move {
+        let running = Running::spawn(|rx| async move {
             runner
                 .run(listener, async {
                     let _ = rx.await;
@@ -266,8 +282,7 @@ impl TestApp {
             app,
             addr,
             data_dir,
-            shutdown: Some(tx),
-            task: Some(task),
+            running,
         }
     }
 
@@ -289,19 +304,6 @@ impl TestApp {
 
     /// Stops serving and closes every connection, as `tally serve` does on SIGTERM.
     pub async fn stop(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
-        }
-    }
-}
-
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
+        self.running.stop().await;
     }
 }

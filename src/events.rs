@@ -122,9 +122,14 @@ fn reply(ack: Option<AckSender>, answer: Value) {
 
 fn close_when_expired(socket: &Arc<Socket>, exp: u64) {
     let weak = Arc::downgrade(socket);
+    let session = socket.session().clone();
     let left = Duration::from_secs(exp.saturating_sub(unix_now()));
     tokio::spawn(async move {
-        tokio::time::sleep(left).await;
+        tokio::select! {
+            () = tokio::time::sleep(left) => {}
+            // Gone before its token expired: nothing to do.
+            () = session.closed() => return,
+        }
         if let Some(socket) = weak.upgrade()
             && socket.connected()
         {

@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 
 struct Harness {
     server: Server,
+    io: SocketIo,
     engine: Arc<Engine>,
     /// What the server side observed: disconnect reasons, ack outcomes, emit errors.
     seen: mpsc::UnboundedReceiver<String>,
@@ -125,6 +126,7 @@ impl Harness {
         let server = Server::start(Router::new().mount_engine("/socket.io/", engine.clone())).await;
         Harness {
             server,
+            io,
             engine,
             seen,
             middleware_runs,
@@ -558,4 +560,39 @@ async fn socket_io_over_polling() {
         reply.body,
         "42[\"message-back\",\"over polling\"]\x1e451-[\"message-back\",{\"_placeholder\":true,\"num\":0}]\x1ebAQID"
     );
+}
+
+#[tokio::test]
+async fn nothing_is_left_behind_when_clients_go() {
+    let h = Harness::start().await;
+    let mut clients = Vec::new();
+    for i in 0..20 {
+        let mut ws = h.connect().await;
+        send_text(&mut ws, &format!(r#"421["join","shared","room-{i}"]"#)).await;
+        next_text(&mut ws).await;
+        clients.push(ws);
+    }
+    let main = h.io.of("/");
+    assert_eq!(
+        (
+            main.socket_count(),
+            main.room_size("shared"),
+            h.engine.session_count()
+        ),
+        (20, 20, 20)
+    );
+    // Half leave the namespace, half drop the connection.
+    for (i, mut ws) in clients.into_iter().enumerate() {
+        if i % 2 == 0 {
+            send_text(&mut ws, "41").await;
+            send_text(&mut ws, "1").await;
+        }
+    }
+    eventually("sockets, rooms and sessions all freed", || {
+        main.socket_count() == 0
+            && main.room_size("shared") == 0
+            && main.room_size("room-3") == 0
+            && h.engine.session_count() == 0
+    })
+    .await;
 }

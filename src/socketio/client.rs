@@ -240,17 +240,26 @@ impl Client {
             handshake,
             extensions,
         ));
-        match self
+        // Into the namespace first, then the client's list: a close that races this CONNECT
+        // either finds the socket in the list or leaves `None` behind, and we tear down.
+        namespace.insert(&socket);
+        let listed = match self
             .sockets
             .lock()
             .ok()
             .as_deref_mut()
             .and_then(Option::as_mut)
         {
-            Some(list) => list.push(socket.clone()),
-            None => return,
+            Some(list) => {
+                list.push(socket.clone());
+                true
+            }
+            None => false,
+        };
+        if !listed {
+            socket.teardown(DisconnectReason::Transport(CloseReason::TransportClose));
+            return;
         }
-        namespace.insert(&socket);
         let _ = Encoded::connect_ack(&nsp, socket.id()).send_to(&self.session);
         if let Some(timer) = self.connect_timer.lock().ok().and_then(|mut t| t.take()) {
             timer.abort();

@@ -192,13 +192,15 @@ impl Socket {
 
     pub fn join(self: &Arc<Self>, room: impl Into<Room>) {
         let room = room.into();
-        if !self.connected() {
+        if !self.connected() || !self.namespace.join(room.clone(), self) {
             return;
         }
-        if self.namespace.join(room.clone(), self)
-            && let Ok(mut rooms) = self.rooms.lock()
-        {
-            rooms.push(room);
+        if let Ok(mut rooms) = self.rooms.lock() {
+            rooms.push(room.clone());
+        }
+        // A disconnect that raced us may have emptied our rooms before this one was listed.
+        if !self.connected() {
+            self.namespace.leave(&room, &self.id);
         }
     }
 

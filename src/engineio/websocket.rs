@@ -22,6 +22,10 @@ use super::session::{CloseReason, Session, Transport};
 
 type Ws = WebSocketStream<TokioIo<Upgraded>>;
 
+/// Read buffer per websocket. tungstenite allocates it eagerly (128 KiB by default), which
+/// would make every idle client cost over a hundred kilobytes; most client messages are small
+/// and larger ones still arrive, in more reads.
+const READ_BUFFER: usize = 4 * 1024;
 /// Most queued frames written before one flush.
 const WRITE_BATCH: usize = 64;
 /// How long a closing websocket may take to flush its last frames.
@@ -29,6 +33,7 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 pub(super) async fn accept(upgraded: Upgraded, max_payload: usize) -> Ws {
     let config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
         .max_message_size(Some(max_payload))
         .max_frame_size(Some(max_payload));
     WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await
@@ -90,7 +95,8 @@ pub(super) async fn serve(session: &Arc<Session>, ws: Ws) {
     // Waits for a parked polling GET to hand back the queue (it is woken by the upgrade).
     let mut rx = session.rx.lock().await;
     let writer = async {
-        let mut batch = Vec::with_capacity(WRITE_BATCH);
+        // Grows on first use: an idle connection should not hold room for a full batch.
+        let mut batch = Vec::new();
         loop {
             let closing = tokio::select! {
                 biased;

@@ -93,10 +93,9 @@ impl Config {
             }
             None => {}
         }
-        figment
-            .merge(Env::prefixed("TALLY_").split("__"))
-            .extract()
-            .map_err(Box::new)
+        // TALLY_CONFIG names the file itself (see the CLI); it is not a setting.
+        let env = Env::prefixed("TALLY_").ignore(&["config"]).split("__");
+        figment.merge(env).extract().map_err(Box::new)
     }
 
     pub fn engine(&self) -> EngineConfig {
@@ -136,6 +135,7 @@ mod tests {
             )?;
             jail.set_env("TALLY_DATA_DIR", "/var/lib/tally");
             jail.set_env("TALLY_REALTIME__PING_TIMEOUT_MS", "200");
+            jail.set_env("TALLY_CONFIG", "tally.toml");
             let config = Config::load(Some(Path::new("tally.toml"))).map_err(|e| *e)?;
             assert_eq!(config.port, 9000);
             assert_eq!(config.data_dir, PathBuf::from("/var/lib/tally"));

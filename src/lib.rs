@@ -13,3 +13,4 @@ pub mod events;
 pub mod http;
 pub mod logging;
 pub mod socketio;
+pub mod store;

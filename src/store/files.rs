@@ -1,0 +1,91 @@
+//! Where video files live: `videos/<id>/original.<ext>` beside the database, and `tmp/` for
+//! uploads in flight. Paths are built from record ids only, never from request input.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone)]
+pub struct VideoFiles {
+    root: PathBuf,
+    temp: PathBuf,
+}
+
+impl VideoFiles {
+    pub fn new(data_dir: &Path) -> io::Result<VideoFiles> {
+        let files = VideoFiles {
+            root: data_dir.join("videos"),
+            temp: data_dir.join("tmp"),
+        };
+        fs::create_dir_all(&files.root)?;
+        fs::create_dir_all(&files.temp)?;
+        Ok(files)
+    }
+
+    pub fn dir(&self, id: &str) -> PathBuf {
+        self.root.join(id)
+    }
+
+    pub fn original(&self, id: &str, ext: &str) -> PathBuf {
+        self.dir(id).join(format!("original.{ext}"))
+    }
+
+    pub fn thumbnail(&self, id: &str) -> PathBuf {
+        self.dir(id).join("thumbnail.jpg")
+    }
+
+    /// A fresh path for an upload in flight.
+    pub fn temp_path(&self) -> PathBuf {
+        self.temp.join(format!("{}.part", super::new_id()))
+    }
+
+    /// Bytes free for the data dir's filesystem (what an unprivileged writer may use).
+    pub fn available_space(&self) -> io::Result<u64> {
+        fs4::available_space(&self.root)
+    }
+
+    /// Moves a complete, fsynced upload into place and makes the rename durable.
+    pub fn commit(&self, temp: &Path, id: &str, ext: &str) -> io::Result<PathBuf> {
+        let dir = self.dir(id);
+        fs::create_dir_all(&dir)?;
+        let target = self.original(id, ext);
+        fs::rename(temp, &target)?;
+        fs::File::open(&dir)?.sync_all()?;
+        fs::File::open(&self.root)?.sync_all()?;
+        Ok(target)
+    }
+
+    pub fn remove(&self, id: &str) -> io::Result<()> {
+        match fs::remove_dir_all(self.dir(id)) {
+            Err(error) if error.kind() != io::ErrorKind::NotFound => Err(error),
+            _ => Ok(()),
+        }
+    }
+
+    /// Removes every upload temp file; returns how many there were.
+    pub fn clear_temp(&self) -> io::Result<usize> {
+        let mut removed = 0;
+        for entry in fs::read_dir(&self.temp)? {
+            let path = entry?.path();
+            if path.is_file() {
+                fs::remove_file(&path)?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Ids of the video directories present on disk.
+    pub fn stored_ids(&self) -> io::Result<Vec<String>> {
+        let mut ids = Vec::new();
+        for entry in fs::read_dir(&self.root)? {
+            let entry = entry?;
+            if entry.file_type()?.is_dir()
+                && let Some(name) = entry.file_name().to_str()
+            {
+                ids.push(name.to_owned());
+            }
+        }
+        Ok(ids)
+    }
+}

@@ -1,0 +1,244 @@
+//! Tally's state: one sled database in the data dir plus the video files beside it.
+//!
+//! Door: [`Store::open`]. Typed trees hold organizations, users, videos, jobs, refresh
+//! tokens and chat; multi-key changes run in sled transactions so a crash never leaves half a
+//! record, and writes the API acknowledges are flushed first ([`Store::flush`]). A schema
+//! version is kept from day one with a hook for migrations.
+
+mod accounts;
+pub mod files;
+pub mod model;
+mod sessions;
+mod videos;
+
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+
+pub use accounts::{NewUser, normalize_email};
+pub use files::VideoFiles;
+pub use model::{Organization, RefreshToken, User, Video, VideoStatus};
+pub use sessions::RefreshRefusal;
+pub use videos::{VideoPage, VideoQuery};
+
+/// The layout this build writes. Bump it with a migration in [`Store::migrate`].
+pub const SCHEMA_VERSION: u32 = 1;
+const SCHEMA_KEY: &[u8] = b"schema_version";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    #[error("{0} already exists")]
+    Conflict(&'static str),
+    #[error("the database at {path} is in use (is the service running? stop it first)")]
+    Locked { path: PathBuf },
+    #[error("the database was written by a newer Tally (schema {found}, this build knows {known})")]
+    TooNew { found: u32, known: u32 },
+    #[error("storage error: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("corrupt record: {0}")]
+    Corrupt(#[from] serde_json::Error),
+    #[error("file error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl From<TransactionError<StoreError>> for StoreError {
+    fn from(error: TransactionError<StoreError>) -> StoreError {
+        match error {
+            TransactionError::Abort(error) => error,
+            TransactionError::Storage(error) => StoreError::Sled(error),
+        }
+    }
+}
+
+/// Aborts a transaction with a store error.
+fn abort<T>(error: StoreError) -> Result<T, ConflictableTransactionError<StoreError>> {
+    Err(ConflictableTransactionError::Abort(error))
+}
+
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    meta: sled::Tree,
+    orgs: sled::Tree,
+    org_names: sled::Tree,
+    users: sled::Tree,
+    user_emails: sled::Tree,
+    /// Keyed `<org id>/<video id>`: a video is only ever found through its organization.
+    videos: sled::Tree,
+    refresh: sled::Tree,
+    revoked_families: sled::Tree,
+    /// Opened now so the layout is fixed; filled by the media and chat work.
+    pub jobs: sled::Tree,
+    pub chat: sled::Tree,
+    files: VideoFiles,
+}
+
+impl Store {
+    /// Opens (or creates) the database under `data_dir/db`, migrates it, and removes what an
+    /// interrupted upload or deletion left behind.
+    pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(data_dir)?;
+        let path = data_dir.join("db");
+        let db = sled::Config::new()
+            .path(&path)
+            .open()
+            .map_err(|error| match error {
+                // sled wraps the failed flock in a custom error; its text is all there is to match.
+                sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
+                    StoreError::Locked { path: path.clone() }
+                }
+                other => StoreError::Sled(other),
+            })?;
+        let store = Store {
+            meta: db.open_tree("meta")?,
+            orgs: db.open_tree("orgs")?,
+            org_names: db.open_tree("org_names")?,
+            users: db.open_tree("users")?,
+            user_emails: db.open_tree("user_emails")?,
+            videos: db.open_tree("videos")?,
+            refresh: db.open_tree("refresh_tokens")?,
+            revoked_families: db.open_tree("revoked_token_families")?,
+            jobs: db.open_tree("jobs")?,
+            chat: db.open_tree("chat")?,
+            files: VideoFiles::new(data_dir)?,
+            db,
+        };
+        store.migrate()?;
+        store.clean_up()?;
+        Ok(store)
+    }
+
+    pub fn files(&self) -> &VideoFiles {
+        &self.files
+    }
+
+    /// Makes every write so far durable. Call before acknowledging a change that matters.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    pub fn schema_version(&self) -> Result<Option<u32>, StoreError> {
+        Ok(self
+            .meta
+            .get(SCHEMA_KEY)?
+            .map(|raw| u32::from_be_bytes(raw.as_ref().try_into().unwrap_or([0; 4]))))
+    }
+
+    fn migrate(&self) -> Result<(), StoreError> {
+        match self.schema_version()? {
+            None => {
+                self.meta
+                    .insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
+                self.db.flush()?;
+            }
+            Some(found) if found > SCHEMA_VERSION => {
+                return Err(StoreError::TooNew {
+                    found,
+                    known: SCHEMA_VERSION,
+                });
+            }
+            Some(found) if found < SCHEMA_VERSION => {
+                // Future migrations run here, one version at a time, each in a transaction.
+                tracing::info!(from = found, to = SCHEMA_VERSION, "migrating the database");
+                self.meta
+                    .insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
+                self.db.flush()?;
+            }
+            Some(_) => {}
+        }
+        Ok(())
+    }
+
+    /// Upload temp files are always leftovers at start; video directories without a record
+    /// and records without their file are halves of an interrupted upload or deletion.
+    fn clean_up(&self) -> Result<(), StoreError> {
+        let temp = self.files.clear_temp()?;
+        let known = self.all_video_ids()?;
+        let mut orphan_dirs = 0;
+        for id in self.files.stored_ids()? {
+            if !known.contains(&id) {
+                self.files.remove(&id)?;
+                orphan_dirs += 1;
+            }
+        }
+        let mut orphan_records = 0;
+        for entry in self.videos.iter() {
+            let (key, raw) = entry?;
+            let video: Video = serde_json::from_slice(&raw)?;
+            if !self.files.original(&video.id, &video.ext).exists() {
+                self.videos.remove(key)?;
+                orphan_records += 1;
+            }
+        }
+        if temp + orphan_dirs + orphan_records > 0 {
+            tracing::warn!(
+                temp,
+                orphan_dirs,
+                orphan_records,
+                "cleaned up after an interrupted run"
+            );
+            self.db.flush()?;
+        }
+        Ok(())
+    }
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+pub fn new_id() -> String {
+    ulid::Ulid::new().to_string()
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    Ok(serde_json::to_vec(value)?)
+}
+
+fn decode<T: DeserializeOwned>(raw: &[u8]) -> Result<T, StoreError> {
+    Ok(serde_json::from_slice(raw)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_version_is_written_and_newer_databases_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            assert_eq!(store.schema_version().unwrap(), Some(SCHEMA_VERSION));
+            store
+                .meta
+                .insert(SCHEMA_KEY, &(SCHEMA_VERSION + 1).to_be_bytes())
+                .unwrap();
+            store.db.flush().unwrap();
+        }
+        assert!(matches!(
+            Store::open(dir.path()),
+            Err(StoreError::TooNew { .. })
+        ));
+    }
+
+    #[test]
+    fn a_second_opener_is_told_the_database_is_in_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = Store::open(dir.path()).unwrap();
+        let second = Store::open(dir.path());
+        assert!(
+            matches!(second, Err(StoreError::Locked { .. })),
+            "{:?}",
+            second.err()
+        );
+    }
+}

@@ -1,5 +1,5 @@
-//! Assembles the service from its configuration: storage, tokens, the real-time server and
-//! the HTTP router. Used by `tally serve` and by the integration tests alike.
+//! Assembles the service from its configuration: storage, tokens, the real-time server, the
+//! API and the HTTP router. Used by `tally serve` and by the integration tests alike.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,27 +10,43 @@ use tokio::net::TcpListener;
 use crate::auth::TokenKeys;
 use crate::config::Config;
 use crate::engineio::CloseReason;
-use crate::events::{self, VideoDirectory};
+use crate::events;
+use crate::http::api::Api;
 use crate::http::{self, Router};
 use crate::socketio::SocketIo;
+use crate::store::Store;
 
 pub struct App {
     pub config: Config,
     pub keys: Arc<TokenKeys>,
+    pub store: Store,
     pub io: SocketIo,
     pub router: Arc<Router>,
 }
 
 impl App {
-    pub fn new(config: Config, videos: Arc<dyn VideoDirectory>) -> anyhow::Result<App> {
+    pub fn new(config: Config) -> anyhow::Result<App> {
         let keys = Arc::new(TokenKeys::load_or_create(&config.data_dir)?);
+        let store = Store::open(&config.data_dir)
+            .with_context(|| format!("opening the database in {}", config.data_dir.display()))?;
         let io = SocketIo::new(config.socketio());
-        events::install(&io, keys.clone(), videos);
+        events::install(&io, keys.clone(), Arc::new(store.clone()));
+        let api = Arc::new(Api::new(
+            store.clone(),
+            keys.clone(),
+            io.clone(),
+            config.api(),
+        ));
         let engine = io.engine(config.engine());
-        let router = Arc::new(Router::new().mount_engine(&config.realtime.path, engine));
+        let router = Arc::new(
+            Router::new()
+                .mount_engine(&config.realtime.path, engine)
+                .mount_api(api),
+        );
         Ok(App {
             config,
             keys,
+            store,
             io,
             router,
         })

@@ -12,6 +12,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 use crate::engineio::EngineConfig;
+use crate::http::api::ApiConfig;
 use crate::socketio::SocketIoConfig;
 
 /// Where the service looks for its config file when `--config` is not given.
@@ -28,6 +29,18 @@ pub struct Config {
     pub cors_origins: Vec<String>,
     /// Lifetime of an access token, in seconds.
     pub access_token_ttl_secs: u64,
+    /// Lifetime of a login session (its refresh token), in seconds.
+    pub refresh_token_ttl_secs: u64,
+    /// Lifetime of the signed stream and thumbnail URLs, in seconds.
+    pub media_url_ttl_secs: u64,
+    /// Largest video upload, in bytes.
+    pub max_upload_bytes: u64,
+    /// Free space uploads never eat into, in bytes.
+    pub min_free_bytes: u64,
+    /// Set when the box is reached over HTTPS: the refresh cookie is then `Secure`.
+    pub secure_cookies: bool,
+    pub login_attempts_per_minute: u32,
+    pub login_attempts_per_address_per_minute: u32,
     pub realtime: RealtimeConfig,
 }
 
@@ -39,6 +52,13 @@ impl Default for Config {
             data_dir: PathBuf::from("./tally-data"),
             cors_origins: Vec::new(),
             access_token_ttl_secs: 15 * 60,
+            refresh_token_ttl_secs: 30 * 24 * 3600,
+            media_url_ttl_secs: 2 * 3600,
+            max_upload_bytes: 4 << 30,
+            min_free_bytes: 100 << 20,
+            secure_cookies: false,
+            login_attempts_per_minute: 10,
+            login_attempts_per_address_per_minute: 30,
             realtime: RealtimeConfig::default(),
         }
     }
@@ -107,6 +127,19 @@ impl Config {
             upgrade_timeout: Duration::from_millis(r.upgrade_timeout_ms),
             max_buffered_packets: r.max_buffered_packets,
             cors_origins: self.cors_origins.clone(),
+        }
+    }
+
+    pub fn api(&self) -> ApiConfig {
+        ApiConfig {
+            access_ttl: Duration::from_secs(self.access_token_ttl_secs),
+            refresh_ttl: Duration::from_secs(self.refresh_token_ttl_secs),
+            media_url_ttl: Duration::from_secs(self.media_url_ttl_secs),
+            max_upload_bytes: self.max_upload_bytes,
+            min_free_bytes: self.min_free_bytes,
+            secure_cookies: self.secure_cookies,
+            login_attempts_per_minute: self.login_attempts_per_minute,
+            login_attempts_per_address_per_minute: self.login_attempts_per_address_per_minute,
         }
     }
 

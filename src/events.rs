@@ -17,19 +17,25 @@ use serde_json::{Value, json};
 use crate::auth::{Claims, TokenError, TokenKeys, unix_now};
 use crate::socketio::{AckSender, ConnectError, Payload, Socket, SocketIo};
 
-/// Who may see which video; the video store implements it.
+pub const VIDEO_CREATED: &str = "video:created";
+pub const VIDEO_UPDATED: &str = "video:updated";
+pub const VIDEO_DELETED: &str = "video:deleted";
+
+/// Who may see which video; the store implements it.
 pub trait VideoDirectory: Send + Sync + 'static {
-    /// The organization a video belongs to, or `None` when there is no such video.
-    fn organization_of(&self, video_id: &str) -> Option<String>;
+    /// Whether `video_id` names a video of organization `org`.
+    fn belongs_to(&self, video_id: &str, org: &str) -> bool;
 }
 
-/// The directory of a box with no video store attached: no video exists.
-pub struct NoVideos;
-
-impl VideoDirectory for NoVideos {
-    fn organization_of(&self, _video_id: &str) -> Option<String> {
-        None
+impl VideoDirectory for crate::store::Store {
+    fn belongs_to(&self, video_id: &str, org: &str) -> bool {
+        self.video_belongs_to(video_id, org)
     }
+}
+
+/// Sends `event` to every socket of organization `org`.
+pub fn to_organization(io: &SocketIo, org: &str, event: &str, payload: Value) {
+    io.of("/").to(org_room(org)).emit(event, vec![payload]);
 }
 
 pub fn org_room(org: &str) -> String {
@@ -109,9 +115,7 @@ fn owns(socket: &Socket, videos: &dyn VideoDirectory, video_id: &str) -> bool {
     let Some(claims) = socket.extensions().get::<Claims>() else {
         return false;
     };
-    videos
-        .organization_of(video_id)
-        .is_some_and(|org| org == claims.org)
+    videos.belongs_to(video_id, &claims.org)
 }
 
 fn reply(ack: Option<AckSender>, answer: Value) {

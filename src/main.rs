@@ -1,17 +1,16 @@
 //! The `tally` command: runs the service, and small administrative tasks.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use tally::app::App;
-use tally::auth::{Role, TokenKeys};
+use tally::auth::{Role, TokenKeys, password};
 use tally::config::Config;
-use tally::events::NoVideos;
 use tally::logging::{self, LogFormat};
+use tally::store::{NewUser, Store};
 
 #[derive(Parser)]
 #[command(name = "tally", version, about = "Video appliance for the edge")]
@@ -41,6 +40,25 @@ enum Command {
         #[arg(long)]
         ttl: Option<u64>,
     },
+    /// Manage user accounts (with the service stopped: the database allows one process).
+    User {
+        #[command(subcommand)]
+        action: UserAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserAction {
+    /// Add a user, creating the organization if it is new. The password is prompted for on a
+    /// terminal, or read as one line from standard input.
+    Add {
+        #[arg(long)]
+        org: String,
+        #[arg(long)]
+        email: String,
+        #[arg(long, value_enum)]
+        role: Role,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -60,13 +78,57 @@ fn main() -> anyhow::Result<()> {
             println!("{}", keys.issue(&user, &org, role, ttl)?);
             Ok(())
         }
+        Command::User {
+            action: UserAction::Add { org, email, role },
+        } => add_user(&config, &org, &email, role),
     }
+}
+
+fn add_user(config: &Config, org_name: &str, email: &str, role: Role) -> anyhow::Result<()> {
+    let store = Store::open(&config.data_dir)?;
+    let password = read_password()?;
+    let password_hash = password::hash(&password)?;
+    let org = match store.org_by_name(org_name)? {
+        Some(org) => org,
+        None => store.create_org(org_name)?,
+    };
+    let user = store.create_user(NewUser {
+        org_id: &org.id,
+        email,
+        role,
+        password_hash,
+    })?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(store.flush())?;
+    println!(
+        "added {} ({:?}) to organization {} [user {}, org {}]",
+        user.email, user.role, org.name, user.id, org.id
+    );
+    Ok(())
+}
+
+fn read_password() -> anyhow::Result<String> {
+    use std::io::{BufRead, IsTerminal};
+    if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password("Password: ")?;
+        let again = rpassword::prompt_password("Again: ")?;
+        anyhow::ensure!(first == again, "the passwords do not match");
+        return Ok(first);
+    }
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("reading the password from standard input")?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
 }
 
 fn serve(config: Config) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
     runtime.block_on(async {
-        let app = App::new(config, Arc::new(NoVideos))?;
+        let app = App::new(config)?;
         let listener = app.listen()?;
         tracing::info!(addr = %listener.local_addr()?, data_dir = %app.config.data_dir.display(), version = env!("CARGO_PKG_VERSION"), "tally listening");
         app.run(listener, shutdown_signal()).await;

@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -12,18 +10,38 @@ use common::node::NodeClients;
 use common::*;
 use serde_json::{Value, json};
 use tally::auth::{Role, TokenKeys};
-use tally::events::{VideoDirectory, org_room, video_room};
+use tally::events::{org_room, video_room};
+use tally::store::{Video, VideoStatus};
 
-struct Videos(HashMap<&'static str, &'static str>);
-
-impl VideoDirectory for Videos {
-    fn organization_of(&self, video_id: &str) -> Option<String> {
-        self.0.get(video_id).map(|org| org.to_string())
-    }
+/// Starts the service with one video in each of two organizations: `v-a` in `org-a` and
+/// `v-b` in `org-b`.
+async fn app() -> TestApp {
+    let app = TestApp::start().await;
+    seed(&app);
+    app
 }
 
-fn videos() -> Arc<dyn VideoDirectory> {
-    Arc::new(Videos(HashMap::from([("v-a", "org-a"), ("v-b", "org-b")])))
+fn seed(app: &TestApp) {
+    for (id, org) in [("v-a", "org-a"), ("v-b", "org-b")] {
+        let video = Video {
+            id: id.into(),
+            org_id: org.into(),
+            title: id.into(),
+            filename: format!("{id}.mp4"),
+            ext: "mp4".into(),
+            content_type: "video/mp4".into(),
+            size: 1,
+            status: VideoStatus::Uploaded,
+            uploaded_by: "u".into(),
+            created_at: 0,
+            updated_at: 0,
+            metadata: None,
+            sensitivity: None,
+            has_thumbnail: false,
+            error: None,
+        };
+        app.app.store.insert_video(&video).unwrap();
+    }
 }
 
 async fn ws_connect_with(app: &TestApp, connect: &str) -> (Ws, String) {
@@ -45,7 +63,7 @@ async fn authed(app: &TestApp, user: &str, org: &str) -> Ws {
 
 #[tokio::test]
 async fn the_handshake_requires_a_valid_token() {
-    let app = TestApp::start(videos()).await;
+    let app = app().await;
     for connect in ["40", "40{}", r#"40{"token":""}"#, r#"40{"token":42}"#] {
         let (_, reply) = ws_connect_with(&app, connect).await;
         assert_eq!(
@@ -97,7 +115,7 @@ async fn the_handshake_requires_a_valid_token() {
 
 #[tokio::test]
 async fn sockets_join_their_organization_room_and_only_see_its_events() {
-    let app = TestApp::start(videos()).await;
+    let app = app().await;
     let mut a = authed(&app, "alice", "org-a").await;
     let mut b = authed(&app, "bob", "org-b").await;
     let main = app.app.io.of("/");
@@ -125,7 +143,7 @@ async fn sockets_join_their_organization_room_and_only_see_its_events() {
 
 #[tokio::test]
 async fn video_subscriptions_are_checked_against_the_organization() {
-    let app = TestApp::start(videos()).await;
+    let app = app().await;
     let mut a = authed(&app, "alice", "org-a").await;
     send_text(&mut a, r#"421["video:subscribe",{"videoId":"v-a"}]"#).await;
     assert_eq!(next_text(&mut a).await, r#"431[{"ok":true}]"#);
@@ -161,7 +179,7 @@ async fn video_subscriptions_are_checked_against_the_organization() {
 
 #[tokio::test]
 async fn an_expired_token_closes_the_transport_not_the_namespace() {
-    let app = TestApp::start(videos()).await;
+    let app = app().await;
     let token = app
         .app
         .keys
@@ -190,7 +208,7 @@ async fn an_expired_token_closes_the_transport_not_the_namespace() {
 
 #[tokio::test]
 async fn stock_client_connects_and_upgrades_to_websocket() {
-    let app = TestApp::start(videos()).await;
+    let app = app().await;
     let mut node = NodeClients::spawn().await;
     node.connect(
         "c",
@@ -230,7 +248,7 @@ async fn stock_client_connects_and_upgrades_to_websocket() {
 
 #[tokio::test]
 async fn stock_client_over_websocket_only_and_polling_only() {
-    let app = TestApp::start(videos()).await;
+    let app = app().await;
     let mut node = NodeClients::spawn().await;
     node.connect(
         "ws",
@@ -273,7 +291,7 @@ async fn stock_client_over_websocket_only_and_polling_only() {
 
 #[tokio::test]
 async fn stock_client_acks_and_binary_both_ways() {
-    let app = TestApp::start(videos()).await;
+    let app = app().await;
     let (tx, mut answers) = tokio::sync::mpsc::unbounded_channel();
     // Test-only events: the server asks the client, and echoes binary back.
     let main = app.app.io.of("/");
@@ -338,7 +356,7 @@ async fn stock_client_acks_and_binary_both_ways() {
 
 #[tokio::test]
 async fn stock_client_sees_connect_error_messages() {
-    let app = TestApp::start(videos()).await;
+    let app = app().await;
     let mut node = NodeClients::spawn().await;
     node.connect("none", &app.url(), None, json!({})).await;
     node.connect("bad", &app.url(), Some("forged.token.value"), json!({}))
@@ -355,7 +373,7 @@ async fn stock_client_sees_connect_error_messages() {
 
 #[tokio::test]
 async fn stock_clients_of_another_organization_see_nothing() {
-    let app = TestApp::start(videos()).await;
+    let app = app().await;
     let mut node = NodeClients::spawn().await;
     node.connect(
         "a",
@@ -395,7 +413,7 @@ async fn stock_clients_of_another_organization_see_nothing() {
 
 #[tokio::test]
 async fn stock_client_reconnects_after_the_server_restarts() {
-    let app = TestApp::start(videos()).await;
+    let app = app().await;
     let (data_dir, port, url) = (app.data_dir.clone(), app.addr.port(), app.url());
     let mut node = NodeClients::spawn().await;
     node.connect("c", &url, Some(&app.token("alice", "org-a")), json!({}))
@@ -408,7 +426,7 @@ async fn stock_client_reconnects_after_the_server_restarts() {
         "transport close"
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let app = TestApp::start_with(data_dir, port, videos()).await;
+    let app = TestApp::start_with(data_dir, port).await;
     let second = node.expect_ev("c", "connect").await;
     assert_ne!(
         first["sid"], second["sid"],

@@ -1,8 +1,12 @@
-//! Access tokens: HS256 JWTs signed with a secret generated on the box's first start.
+//! Authentication: access tokens (HS256 JWTs signed with a secret generated on the box's
+//! first start), password hashing ([`password`]) and login limits ([`limiter`]).
 //!
 //! There is no built-in secret: [`TokenKeys::load_or_create`] writes 64 random bytes to
 //! `<data dir>/jwt-secret` (mode 0600) the first time and reads them afterwards. Validation
 //! pins HS256, so `alg: none` or any other algorithm is refused.
+
+pub mod limiter;
+pub mod password;
 
 use std::fs::{self, OpenOptions};
 use std::io::{Read, Write};
@@ -46,10 +50,23 @@ pub enum TokenError {
     Invalid,
 }
 
+/// A signed URL's claim: read access to one video's media, for elements that cannot send an
+/// `Authorization` header (`<video>`, `<img>`). Useless as an access token and vice versa.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MediaClaims {
+    pub vid: String,
+    pub org: String,
+    pub scope: String,
+    pub exp: u64,
+}
+
+const MEDIA_SCOPE: &str = "media";
+
 pub struct TokenKeys {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
+    media_validation: Validation,
 }
 
 impl TokenKeys {
@@ -58,7 +75,11 @@ impl TokenKeys {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 0;
         validation.set_required_spec_claims(&["exp", "sub"]);
+        let mut media_validation = Validation::new(Algorithm::HS256);
+        media_validation.leeway = 0;
+        media_validation.set_required_spec_claims(&["exp"]);
         Ok(TokenKeys {
+            media_validation,
             encoding: EncodingKey::from_secret(secret).context("token signing secret")?,
             decoding: DecodingKey::from_secret(secret).context("token signing secret")?,
             validation,
@@ -133,6 +154,34 @@ impl TokenKeys {
             .context("signing token")
     }
 
+    /// Signs a media URL token for one video.
+    pub fn issue_media(&self, video_id: &str, org: &str, ttl: Duration) -> anyhow::Result<String> {
+        let claims = MediaClaims {
+            vid: video_id.to_owned(),
+            org: org.to_owned(),
+            scope: MEDIA_SCOPE.to_owned(),
+            exp: unix_now() + ttl.as_secs(),
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .context("signing media token")
+    }
+
+    pub fn verify_media(&self, token: &str) -> Result<MediaClaims, TokenError> {
+        match jsonwebtoken::decode::<MediaClaims>(token, &self.decoding, &self.media_validation) {
+            Ok(data) if data.claims.scope == MEDIA_SCOPE => Ok(data.claims),
+            Ok(_) => Err(TokenError::Invalid),
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    jsonwebtoken::errors::ErrorKind::ExpiredSignature
+                ) =>
+            {
+                Err(TokenError::Expired)
+            }
+            Err(_) => Err(TokenError::Invalid),
+        }
+    }
+
     pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
         match jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation) {
             Ok(data) => Ok(data.claims),
@@ -196,6 +245,20 @@ mod tests {
             Err(TokenError::Invalid)
         );
         assert_eq!(keys.verify("garbage"), Err(TokenError::Invalid));
+    }
+
+    #[test]
+    fn media_and_access_tokens_do_not_stand_in_for_each_other() {
+        let keys = TokenKeys::from_secret(&[7; 64]).unwrap();
+        let media = keys
+            .issue_media("v1", "o1", Duration::from_secs(60))
+            .unwrap();
+        let access = keys
+            .issue("u1", "o1", Role::Admin, Duration::from_secs(60))
+            .unwrap();
+        assert_eq!(keys.verify_media(&media).unwrap().vid, "v1");
+        assert_eq!(keys.verify(&media), Err(TokenError::Invalid));
+        assert_eq!(keys.verify_media(&access), Err(TokenError::Invalid));
     }
 
     #[test]

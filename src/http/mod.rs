@@ -12,11 +12,14 @@ use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::{Request, Response, StatusCode, header};
+use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpSocket};
 
 use crate::engineio::Engine;
+
+pub mod api;
+pub mod error;
 
 /// Every response body the server sends.
 pub type Body = BoxBody<Bytes, std::io::Error>;
@@ -39,6 +42,7 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
 pub struct Router {
     /// Engine.IO endpoints by mount path without its trailing slash, e.g. `/socket.io`.
     engines: Vec<(String, Arc<Engine>)>,
+    api: Option<Arc<api::Api>>,
 }
 
 impl Router {
@@ -50,6 +54,12 @@ impl Router {
     pub fn mount_engine(mut self, path: &str, engine: Arc<Engine>) -> Router {
         self.engines
             .push((path.trim_end_matches('/').to_owned(), engine));
+        self
+    }
+
+    /// Serves the JSON API under `/api/`.
+    pub fn mount_api(mut self, api: Arc<api::Api>) -> Router {
+        self.api = Some(api);
         self
     }
 
@@ -69,19 +79,13 @@ impl Router {
                 .await
                 .map(|body| body.map_err(|never| match never {}).boxed());
         }
-        json_error(StatusCode::NOT_FOUND, "not found")
+        if let Some(api) = &self.api
+            && path.starts_with("/api/")
+        {
+            return api.handle(request, remote).await;
+        }
+        error::ApiError::not_found("route").into_response()
     }
-}
-
-pub fn json_error(status: StatusCode, message: &str) -> Response<Body> {
-    let body = serde_json::json!({ "error": message }).to_string();
-    let mut response = Response::new(full(body));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/json"),
-    );
-    response
 }
 
 /// Binds with an explicit backlog and address reuse, so a restart can bind at once.

@@ -250,24 +250,20 @@ pub struct TestApp {
 }
 
 impl TestApp {
-    pub async fn start(videos: Arc<dyn tally::events::VideoDirectory>) -> TestApp {
+    pub async fn start() -> TestApp {
         let data_dir = Arc::new(tempfile::tempdir().unwrap());
-        TestApp::start_with(data_dir, 0, videos).await
+        TestApp::start_with(data_dir, 0).await
     }
 
     /// Starts on `port` (0: any) with `data_dir`, so a restart keeps its secret and address.
-    pub async fn start_with(
-        data_dir: Arc<tempfile::TempDir>,
-        port: u16,
-        videos: Arc<dyn tally::events::VideoDirectory>,
-    ) -> TestApp {
+    pub async fn start_with(data_dir: Arc<tempfile::TempDir>, port: u16) -> TestApp {
         let config = tally::config::Config {
             bind: [127, 0, 0, 1].into(),
             port,
             data_dir: data_dir.path().to_owned(),
             ..Default::default()
         };
-        let app = Arc::new(tally::app::App::new(config, videos).unwrap());
+        let app = Arc::new(tally::app::App::new(config).unwrap());
         let listener = app.listen().unwrap();
         let addr = listener.local_addr().unwrap();
         let runner = app.clone();

@@ -1,0 +1,265 @@
+//! The JSON API under `/api/`: accounts, users and videos, scoped to the caller's
+//! organization on every path. A resource of another organization answers exactly as a
+//! missing one.
+//!
+//! Door: [`Api::new`], then [`Api::handle`] for every request under `/api/`.
+
+mod auth;
+mod media;
+mod upload;
+mod users;
+mod videos;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use serde::de::DeserializeOwned;
+
+use super::error::ApiError;
+use super::{Body, full};
+use crate::auth::limiter::LoginLimiter;
+use crate::auth::{Claims, Role, TokenKeys};
+use crate::socketio::SocketIo;
+use crate::store::{Store, User};
+
+/// Largest JSON request body.
+const MAX_JSON_BODY: usize = 64 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    pub access_ttl: Duration,
+    pub refresh_ttl: Duration,
+    /// Lifetime of the signed URLs a `<video>` or `<img>` element uses.
+    pub media_url_ttl: Duration,
+    pub max_upload_bytes: u64,
+    /// Uploads are refused (507) rather than let free space drop below this.
+    pub min_free_bytes: u64,
+    /// Mark the refresh cookie `Secure` (when the box is reached over HTTPS).
+    pub secure_cookies: bool,
+    pub login_attempts_per_minute: u32,
+    pub login_attempts_per_address_per_minute: u32,
+}
+
+pub struct Api {
+    store: Store,
+    keys: Arc<TokenKeys>,
+    io: SocketIo,
+    limiter: LoginLimiter,
+    config: ApiConfig,
+    routes: matchit::Router<Route>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Route {
+    Login,
+    Refresh,
+    Logout,
+    Me,
+    Users,
+    User,
+    Videos,
+    Video,
+    Stream,
+    Thumbnail,
+}
+
+/// Who is calling, as the store knows them now (role changes apply at once).
+pub(crate) struct Caller {
+    pub user: User,
+}
+
+impl Caller {
+    fn require(&self, allowed: &[Role]) -> Result<(), ApiError> {
+        if allowed.contains(&self.user.role) {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden())
+        }
+    }
+}
+
+const EDITORS: &[Role] = &[Role::Admin, Role::Editor];
+const ADMINS: &[Role] = &[Role::Admin];
+
+impl Api {
+    pub fn new(store: Store, keys: Arc<TokenKeys>, io: SocketIo, config: ApiConfig) -> Api {
+        let mut routes = matchit::Router::new();
+        for (path, route) in [
+            ("/api/auth/login", Route::Login),
+            ("/api/auth/refresh", Route::Refresh),
+            ("/api/auth/logout", Route::Logout),
+            ("/api/me", Route::Me),
+            ("/api/users", Route::Users),
+            ("/api/users/{id}", Route::User),
+            ("/api/videos", Route::Videos),
+            ("/api/videos/{id}", Route::Video),
+            ("/api/videos/{id}/stream", Route::Stream),
+            ("/api/videos/{id}/thumbnail", Route::Thumbnail),
+        ] {
+            if let Err(error) = routes.insert(path, route) {
+                tracing::error!(%error, path, "bad route");
+            }
+        }
+        let limiter = LoginLimiter::new(
+            config.login_attempts_per_minute,
+            config.login_attempts_per_address_per_minute,
+        );
+        Api {
+            store,
+            keys,
+            io,
+            limiter,
+            config,
+            routes,
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub async fn handle(&self, request: Request<Incoming>, remote: SocketAddr) -> Response<Body> {
+        let path = request.uri().path().to_owned();
+        let Ok(matched) = self.routes.at(&path) else {
+            return ApiError::not_found("route").into_response();
+        };
+        let route = *matched.value;
+        let id = matched.params.get("id").map(str::to_owned);
+        let method = request.method().clone();
+        let result = self.dispatch(route, &method, id, request, remote).await;
+        let mut response = result.unwrap_or_else(ApiError::into_response);
+        // API answers are per user: never cached by a shared cache.
+        response
+            .headers_mut()
+            .entry(header::CACHE_CONTROL)
+            .or_insert(HeaderValue::from_static("no-store"));
+        response
+    }
+
+    async fn dispatch(
+        &self,
+        route: Route,
+        method: &Method,
+        id: Option<String>,
+        request: Request<Incoming>,
+        remote: SocketAddr,
+    ) -> Result<Response<Body>, ApiError> {
+        let id = id.unwrap_or_default();
+        match (route, method) {
+            (Route::Login, &Method::POST) => self.login(request, remote).await,
+            (Route::Refresh, &Method::POST) => self.refresh(request).await,
+            (Route::Logout, &Method::POST) => self.logout(request).await,
+            (Route::Stream, &Method::GET | &Method::HEAD) => self.stream(&id, request).await,
+            (Route::Thumbnail, &Method::GET | &Method::HEAD) => self.thumbnail(&id, request).await,
+            (Route::Login | Route::Refresh | Route::Logout, _)
+            | (Route::Stream | Route::Thumbnail, _) => Err(method_not_allowed()),
+            (route, method) => {
+                let caller = self.caller(&request)?;
+                match (route, method) {
+                    (Route::Me, &Method::GET) => self.me(&caller),
+                    (Route::Users, &Method::GET) => self.list_users(&caller),
+                    (Route::Users, &Method::POST) => self.create_user(&caller, request).await,
+                    (Route::User, &Method::PATCH) => self.update_user(&caller, &id, request).await,
+                    (Route::User, &Method::DELETE) => self.delete_user(&caller, &id).await,
+                    (Route::Videos, &Method::GET) => self.list_videos(&caller, &request),
+                    (Route::Videos, &Method::POST) => self.upload(&caller, request).await,
+                    (Route::Video, &Method::GET) => self.get_video(&caller, &id),
+                    (Route::Video, &Method::PATCH) => {
+                        self.update_video(&caller, &id, request).await
+                    }
+                    (Route::Video, &Method::DELETE) => self.delete_video(&caller, &id).await,
+                    _ => Err(method_not_allowed()),
+                }
+            }
+        }
+    }
+
+    /// The caller behind `Authorization: Bearer <access token>`.
+    fn caller(&self, request: &Request<Incoming>) -> Result<Caller, ApiError> {
+        let claims = self.bearer_claims(request)?;
+        self.caller_from(&claims)
+    }
+
+    fn bearer_claims(&self, request: &Request<Incoming>) -> Result<Claims, ApiError> {
+        let header = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .ok_or_else(|| ApiError::unauthorized("authentication required"))?;
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .ok_or_else(|| ApiError::unauthorized("expected a Bearer token"))?;
+        self.keys
+            .verify(token.trim())
+            .map_err(|error| ApiError::unauthorized(error.to_string()))
+    }
+
+    fn caller_from(&self, claims: &Claims) -> Result<Caller, ApiError> {
+        // The token is only as good as the account behind it: deleted users are out at once.
+        let user = self
+            .store
+            .user(&claims.sub)?
+            .filter(|user| user.org_id == claims.org)
+            .ok_or_else(|| ApiError::unauthorized("unknown account"))?;
+        Ok(Caller { user })
+    }
+}
+
+fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed on this path",
+    )
+}
+
+/// Reads a JSON body of at most 64 KiB.
+async fn read_json<T: DeserializeOwned>(request: Request<Incoming>) -> Result<T, ApiError> {
+    let body = match Limited::new(request.into_body(), MAX_JSON_BODY)
+        .collect()
+        .await
+    {
+        Ok(collected) => collected.to_bytes(),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => {
+            return Err(ApiError::too_large("the JSON body is over 64 KiB"));
+        }
+        Err(error) => return Err(ApiError::bad_request(format!("reading the body: {error}"))),
+    };
+    serde_json::from_slice(&body)
+        .map_err(|error| ApiError::bad_request(format!("invalid JSON: {error}")))
+}
+
+fn json_response(
+    status: StatusCode,
+    value: &impl serde::Serialize,
+) -> Result<Response<Body>, ApiError> {
+    let body = serde_json::to_vec(value)
+        .map_err(|error| ApiError::internal("encoding a response", error))?;
+    let mut response = Response::new(full(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Ok(response)
+}
+
+fn no_content() -> Response<Body> {
+    let mut response = Response::new(full(Bytes::new()));
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    response
+}
+
+/// The query string's parameters.
+fn query_params(request: &Request<Incoming>) -> Vec<(String, String)> {
+    form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes())
+        .into_owned()
+        .collect()
+}

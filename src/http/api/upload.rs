@@ -1,0 +1,290 @@
+//! `POST /api/videos`: a streamed multipart upload. The file goes to a temp file chunk by
+//! chunk (memory stays flat whatever its size), is fsynced, renamed into place, and only then
+//! recorded and acknowledged. Size limit (413) and free space (507) are checked before and
+//! while writing; whatever fails leaves nothing behind.
+
+use std::path::{Path, PathBuf};
+
+use futures_util::StreamExt;
+use http_body_util::BodyStream;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+use tokio::io::AsyncWriteExt;
+
+use super::videos::valid_title;
+use super::{Api, Caller, EDITORS, json_response};
+use crate::events;
+use crate::http::Body;
+use crate::http::error::{ApiError, is_disk_full};
+use crate::store::{Video, VideoStatus, new_id, now_ms};
+
+/// Extensions of containers GStreamer on the box can open; the media pipeline has the final
+/// word on whether the content really is a playable video.
+const VIDEO_EXTENSIONS: &[&str] = &[
+    "mp4", "m4v", "mov", "mkv", "webm", "avi", "mpg", "mpeg", "ts", "mts", "m2ts", "3gp", "ogv",
+];
+/// Room for multipart framing and the title around the file itself.
+const MULTIPART_OVERHEAD: u64 = 64 * 1024;
+/// How often free space is checked again while writing.
+const SPACE_CHECK_BYTES: u64 = 8 * 1024 * 1024;
+
+/// A temp file that is removed unless it was moved into place.
+struct TempFile {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+struct Received {
+    temp: TempFile,
+    filename: String,
+    ext: String,
+    content_type: String,
+    size: u64,
+}
+
+impl Api {
+    pub(super) async fn upload(
+        &self,
+        caller: &Caller,
+        request: Request<Incoming>,
+    ) -> Result<Response<Body>, ApiError> {
+        caller.require(EDITORS)?;
+        let content_type = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let boundary = multer::parse_boundary(content_type).map_err(|_| {
+            ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "expected multipart/form-data with a file field",
+            )
+        })?;
+        let max = self.config.max_upload_bytes;
+        let declared = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|len| len > max + MULTIPART_OVERHEAD) {
+            return Err(too_large(max));
+        }
+        self.ensure_space(declared.unwrap_or(0))?;
+
+        let body = BodyStream::new(request.into_body())
+            .map(|frame| frame.map(|frame| frame.into_data().unwrap_or_default()));
+        let limits = multer::SizeLimit::new()
+            .whole_stream(max + MULTIPART_OVERHEAD)
+            .for_field("title", 4096)
+            .for_field("file", max);
+        let constraints = multer::Constraints::new()
+            .allowed_fields(vec!["title", "file"])
+            .size_limit(limits);
+        let mut multipart = multer::Multipart::with_constraints(body, boundary, constraints);
+
+        let mut title = None;
+        let mut received: Option<Received> = None;
+        while let Some(field) = multipart
+            .next_field()
+            .await
+            .map_err(|e| multipart_error(e, max))?
+        {
+            match field.name() {
+                Some("title") => {
+                    title = Some(field.text().await.map_err(|e| multipart_error(e, max))?)
+                }
+                Some("file") if received.is_none() => {
+                    received = Some(self.receive_file(field, max).await?)
+                }
+                Some("file") => return Err(ApiError::bad_request("one file per upload")),
+                _ => return Err(ApiError::bad_request("unexpected form field")),
+            }
+        }
+        let received =
+            received.ok_or_else(|| ApiError::bad_request("the form has no file field"))?;
+        if received.size == 0 {
+            return Err(ApiError::bad_request("the file is empty"));
+        }
+        let title = match title.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+            Some(title) => valid_title(title)?,
+            None => file_stem(&received.filename),
+        };
+        self.store_upload(caller, received, title).await
+    }
+
+    async fn receive_file(
+        &self,
+        mut field: multer::Field<'static>,
+        max: u64,
+    ) -> Result<Received, ApiError> {
+        let filename = field
+            .file_name()
+            .map(|name| name.rsplit(['/', '\\']).next().unwrap_or(name).to_owned())
+            .unwrap_or_else(|| "video".into());
+        let ext = Path::new(&filename)
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_lowercase)
+            .unwrap_or_default();
+        if !VIDEO_EXTENSIONS.contains(&ext.as_str()) {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_type",
+                format!(
+                    "{filename:?} is not a video file Tally accepts ({})",
+                    VIDEO_EXTENSIONS.join(", ")
+                ),
+            ));
+        }
+        let content_type = mime_guess::from_ext(&ext)
+            .first()
+            .map(|m| m.essence_str().to_owned())
+            .unwrap_or_else(|| "application/octet-stream".into());
+        let temp = TempFile {
+            path: self.store.files().temp_path(),
+            keep: false,
+        };
+        let mut file = tokio::fs::File::create(&temp.path)
+            .await
+            .map_err(|e| write_error(&e))?;
+        let mut size = 0u64;
+        let mut unchecked = 0u64;
+        while let Some(chunk) = field.chunk().await.map_err(|e| multipart_error(e, max))? {
+            size += chunk.len() as u64;
+            if size > max {
+                return Err(too_large(max));
+            }
+            unchecked += chunk.len() as u64;
+            if unchecked >= SPACE_CHECK_BYTES {
+                unchecked = 0;
+                self.ensure_space(0)?;
+            }
+            file.write_all(&chunk).await.map_err(|e| write_error(&e))?;
+        }
+        file.sync_all().await.map_err(|e| write_error(&e))?;
+        Ok(Received {
+            temp,
+            filename,
+            ext,
+            content_type,
+            size,
+        })
+    }
+
+    async fn store_upload(
+        &self,
+        caller: &Caller,
+        mut received: Received,
+        title: String,
+    ) -> Result<Response<Body>, ApiError> {
+        let id = new_id();
+        let files = self.store.files().clone();
+        let (temp_path, commit_id, ext) =
+            (received.temp.path.clone(), id.clone(), received.ext.clone());
+        tokio::task::spawn_blocking(move || files.commit(&temp_path, &commit_id, &ext))
+            .await
+            .map_err(|error| ApiError::internal("storing an upload", error))?
+            .map_err(|e| write_error(&e))?;
+        received.temp.keep = true;
+        let now = now_ms();
+        let video = Video {
+            id,
+            org_id: caller.user.org_id.clone(),
+            title,
+            filename: received.filename,
+            ext: received.ext,
+            content_type: received.content_type,
+            size: received.size,
+            status: VideoStatus::Uploaded,
+            uploaded_by: caller.user.id.clone(),
+            created_at: now,
+            updated_at: now,
+            metadata: None,
+            sensitivity: None,
+            has_thumbnail: false,
+            error: None,
+        };
+        let recorded = match self.store.insert_video(&video) {
+            Ok(()) => self.store.flush().await,
+            Err(error) => Err(error),
+        };
+        if let Err(error) = recorded {
+            let _ = self.store.files().remove(&video.id);
+            return Err(error.into());
+        }
+        tracing::info!(
+            video = video.id,
+            org = video.org_id,
+            size = video.size,
+            by = caller.user.id,
+            "video uploaded"
+        );
+        self.announce(events::VIDEO_CREATED, &video);
+        let mut response = json_response(StatusCode::CREATED, &self.video_json(&video)?)?;
+        if let Ok(location) = HeaderValue::from_str(&format!("/api/videos/{}", video.id)) {
+            response.headers_mut().insert(header::LOCATION, location);
+        }
+        Ok(response)
+    }
+
+    /// Refuses when writing `incoming` more bytes would leave less than the reserve free.
+    fn ensure_space(&self, incoming: u64) -> Result<(), ApiError> {
+        let free = self
+            .store
+            .files()
+            .available_space()
+            .map_err(|error| ApiError::internal("checking free space", error))?;
+        if free < self.config.min_free_bytes.saturating_add(incoming) {
+            tracing::warn!(
+                free,
+                incoming,
+                reserve = self.config.min_free_bytes,
+                "upload refused: storage low"
+            );
+            return Err(ApiError::insufficient_storage());
+        }
+        Ok(())
+    }
+}
+
+fn too_large(max: u64) -> ApiError {
+    ApiError::too_large(format!("uploads are limited to {max} bytes"))
+}
+
+fn multipart_error(error: multer::Error, max: u64) -> ApiError {
+    match error {
+        multer::Error::FieldSizeExceeded { .. } | multer::Error::StreamSizeExceeded { .. } => {
+            too_large(max)
+        }
+        other => ApiError::bad_request(format!("malformed upload: {other}")),
+    }
+}
+
+fn write_error(error: &std::io::Error) -> ApiError {
+    if is_disk_full(error) {
+        ApiError::insufficient_storage()
+    } else {
+        ApiError::internal("writing an upload", error)
+    }
+}
+
+fn file_stem(filename: &str) -> String {
+    let stem = Path::new(filename)
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("Untitled");
+    stem.chars()
+        .filter(|c| !c.is_control())
+        .take(super::videos::MAX_TITLE_CHARS)
+        .collect()
+}

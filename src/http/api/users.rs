@@ -1,0 +1,117 @@
+//! `/api/users`: an organization's admins manage its users.
+
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use serde::Deserialize;
+
+use super::{ADMINS, Api, Caller, json_response, no_content, read_json};
+use crate::auth::{Role, password};
+use crate::http::Body;
+use crate::http::error::ApiError;
+use crate::store::NewUser;
+
+#[derive(Deserialize)]
+struct CreateUser {
+    email: String,
+    password: String,
+    role: Role,
+}
+
+#[derive(Deserialize)]
+struct UpdateUser {
+    role: Role,
+}
+
+impl Api {
+    pub(super) fn list_users(&self, caller: &Caller) -> Result<Response<Body>, ApiError> {
+        caller.require(ADMINS)?;
+        let users = self.store.users_of(&caller.user.org_id)?;
+        let items: Result<Vec<_>, _> = users.iter().map(|user| self.user_json(user)).collect();
+        json_response(StatusCode::OK, &serde_json::json!({ "items": items? }))
+    }
+
+    pub(super) async fn create_user(
+        &self,
+        caller: &Caller,
+        request: Request<Incoming>,
+    ) -> Result<Response<Body>, ApiError> {
+        caller.require(ADMINS)?;
+        let new: CreateUser = read_json(request).await?;
+        let email = new.email.trim();
+        if email.len() > 254 || !email.contains('@') || email.chars().any(char::is_whitespace) {
+            return Err(ApiError::bad_request("a valid email address is required"));
+        }
+        let password_hash = tokio::task::spawn_blocking(move || password::hash(&new.password))
+            .await
+            .map_err(|error| ApiError::internal("hashing a password", error))?
+            .map_err(|error| ApiError::bad_request(error.to_string()))?;
+        let user = self.store.create_user(NewUser {
+            org_id: &caller.user.org_id,
+            email,
+            role: new.role,
+            password_hash,
+        })?;
+        self.store.flush().await?;
+        tracing::info!(
+            user = user.id,
+            org = user.org_id,
+            by = caller.user.id,
+            "user created"
+        );
+        json_response(StatusCode::CREATED, &self.user_json(&user)?)
+    }
+
+    pub(super) async fn update_user(
+        &self,
+        caller: &Caller,
+        id: &str,
+        request: Request<Incoming>,
+    ) -> Result<Response<Body>, ApiError> {
+        caller.require(ADMINS)?;
+        let update: UpdateUser = read_json(request).await?;
+        let org = &caller.user.org_id;
+        let target = self
+            .store
+            .user(id)?
+            .filter(|u| &u.org_id == org)
+            .ok_or_else(|| ApiError::not_found("user"))?;
+        if target.role == Role::Admin
+            && update.role != Role::Admin
+            && self.store.admin_count(org)? <= 1
+        {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "last_admin",
+                "an organization keeps at least one admin",
+            ));
+        }
+        let user = self.store.set_role(org, id, update.role)?;
+        self.store.flush().await?;
+        json_response(StatusCode::OK, &self.user_json(&user)?)
+    }
+
+    pub(super) async fn delete_user(
+        &self,
+        caller: &Caller,
+        id: &str,
+    ) -> Result<Response<Body>, ApiError> {
+        caller.require(ADMINS)?;
+        let org = &caller.user.org_id;
+        let target = self
+            .store
+            .user(id)?
+            .filter(|u| &u.org_id == org)
+            .ok_or_else(|| ApiError::not_found("user"))?;
+        if target.role == Role::Admin && self.store.admin_count(org)? <= 1 {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "last_admin",
+                "an organization keeps at least one admin",
+            ));
+        }
+        self.store.delete_user(org, id)?;
+        self.store.flush().await?;
+        tracing::info!(user = id, org, by = caller.user.id, "user deleted");
+        Ok(no_content())
+    }
+}

@@ -1,0 +1,165 @@
+//! `/api/videos` and `/api/videos/{id}`: list, read, rename and delete. Every change is also
+//! pushed to the organization's room so open browsers stay current.
+
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{Api, Caller, EDITORS, json_response, no_content, query_params, read_json};
+use crate::events;
+use crate::http::Body;
+use crate::http::error::ApiError;
+use crate::store::{Video, VideoQuery, VideoStatus};
+
+const DEFAULT_PAGE: usize = 50;
+const MAX_PAGE: usize = 200;
+pub(super) const MAX_TITLE_CHARS: usize = 200;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateVideo {
+    title: String,
+}
+
+impl Api {
+    /// A video as the API shows it: the record plus signed URLs for `<video>` and `<img>`.
+    pub(super) fn video_json(&self, video: &Video) -> Result<Value, ApiError> {
+        let token = self
+            .keys
+            .issue_media(&video.id, &video.org_id, self.config.media_url_ttl)
+            .map_err(|error| ApiError::internal("signing a media URL", error))?;
+        let mut value = serde_json::to_value(video)
+            .map_err(|error| ApiError::internal("encoding a video", error))?;
+        value["streamUrl"] = json!(format!("/api/videos/{}/stream?token={token}", video.id));
+        value["thumbnailUrl"] = if video.has_thumbnail {
+            json!(format!("/api/videos/{}/thumbnail?token={token}", video.id))
+        } else {
+            Value::Null
+        };
+        Ok(value)
+    }
+
+    /// Tells the organization's open browsers about a change.
+    pub(super) fn announce(&self, event: &str, video: &Video) {
+        let payload = match event {
+            events::VIDEO_DELETED => json!({ "id": video.id }),
+            _ => match self.video_json(video) {
+                Ok(value) => value,
+                Err(_) => return,
+            },
+        };
+        events::to_organization(&self.io, &video.org_id, event, payload);
+    }
+
+    pub(super) fn list_videos(
+        &self,
+        caller: &Caller,
+        request: &Request<Incoming>,
+    ) -> Result<Response<Body>, ApiError> {
+        let params = query_params(request);
+        let param = |name: &str| {
+            params
+                .iter()
+                .find(|(key, _)| key == name)
+                .map(|(_, value)| value.as_str())
+        };
+        let status = match param("status") {
+            Some(text) => Some(
+                VideoStatus::parse(text)
+                    .ok_or_else(|| ApiError::bad_request(format!("unknown status {text:?}")))?,
+            ),
+            None => None,
+        };
+        let limit = match param("limit") {
+            Some(text) => text
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=MAX_PAGE).contains(n))
+                .ok_or_else(|| ApiError::bad_request(format!("limit must be 1 to {MAX_PAGE}")))?,
+            None => DEFAULT_PAGE,
+        };
+        let query = VideoQuery {
+            status,
+            limit,
+            before: param("before"),
+        };
+        let page = self.store.list_videos(&caller.user.org_id, &query)?;
+        let items: Result<Vec<_>, _> = page
+            .items
+            .iter()
+            .map(|video| self.video_json(video))
+            .collect();
+        json_response(
+            StatusCode::OK,
+            &json!({ "items": items?, "next": page.next }),
+        )
+    }
+
+    pub(super) fn get_video(&self, caller: &Caller, id: &str) -> Result<Response<Body>, ApiError> {
+        let video = self
+            .store
+            .video(&caller.user.org_id, id)?
+            .ok_or_else(|| ApiError::not_found("video"))?;
+        json_response(StatusCode::OK, &self.video_json(&video)?)
+    }
+
+    pub(super) async fn update_video(
+        &self,
+        caller: &Caller,
+        id: &str,
+        request: Request<Incoming>,
+    ) -> Result<Response<Body>, ApiError> {
+        // Existence first: a viewer learns nothing about ids outside their organization.
+        if self.store.video(&caller.user.org_id, id)?.is_none() {
+            return Err(ApiError::not_found("video"));
+        }
+        caller.require(EDITORS)?;
+        let update: UpdateVideo = read_json(request).await?;
+        let title = valid_title(&update.title)?;
+        let video = self
+            .store
+            .update_video(&caller.user.org_id, id, |video| video.title = title.clone())
+            .map_err(|_| ApiError::not_found("video"))?;
+        self.store.flush().await?;
+        self.announce(events::VIDEO_UPDATED, &video);
+        json_response(StatusCode::OK, &self.video_json(&video)?)
+    }
+
+    pub(super) async fn delete_video(
+        &self,
+        caller: &Caller,
+        id: &str,
+    ) -> Result<Response<Body>, ApiError> {
+        if self.store.video(&caller.user.org_id, id)?.is_none() {
+            return Err(ApiError::not_found("video"));
+        }
+        caller.require(EDITORS)?;
+        let video = self
+            .store
+            .delete_video(&caller.user.org_id, id)
+            .map_err(|_| ApiError::not_found("video"))?;
+        self.store.flush().await?;
+        tracing::info!(
+            video = video.id,
+            org = video.org_id,
+            by = caller.user.id,
+            "video deleted"
+        );
+        self.announce(events::VIDEO_DELETED, &video);
+        Ok(no_content())
+    }
+}
+
+pub(super) fn valid_title(title: &str) -> Result<String, ApiError> {
+    let title = title.trim();
+    if title.is_empty()
+        || title.chars().count() > MAX_TITLE_CHARS
+        || title.chars().any(char::is_control)
+    {
+        return Err(ApiError::bad_request(format!(
+            "a title is 1 to {MAX_TITLE_CHARS} characters, without control characters"
+        )));
+    }
+    Ok(title.to_owned())
+}

@@ -31,25 +31,10 @@ impl App {
             .with_context(|| format!("opening the database in {}", config.data_dir.display()))?;
         let io = SocketIo::new(config.socketio());
         events::install(&io, keys.clone(), Arc::new(store.clone()));
-        let api = Arc::new(Api::new(
-            store.clone(),
-            keys.clone(),
-            io.clone(),
-            config.api(),
-        ));
+        let api = Arc::new(Api::new(store.clone(), keys.clone(), io.clone(), config.api()));
         let engine = io.engine(config.engine());
-        let router = Arc::new(
-            Router::new()
-                .mount_engine(&config.realtime.path, engine)
-                .mount_api(api),
-        );
-        Ok(App {
-            config,
-            keys,
-            store,
-            io,
-            router,
-        })
+        let router = Arc::new(Router::new().mount_engine(&config.realtime.path, engine).mount_api(api));
+        Ok(App { config, keys, store, io, router })
     }
 
     pub fn listen(&self) -> anyhow::Result<TcpListener> {

@@ -102,10 +102,7 @@ impl Config {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         match path {
             Some(path) if !path.exists() => {
-                return Err(Box::new(figment::Error::from(format!(
-                    "config file {} does not exist",
-                    path.display()
-                ))));
+                return Err(Box::new(figment::Error::from(format!("config file {} does not exist", path.display()))));
             }
             Some(path) => figment = figment.merge(Toml::file_exact(path)),
             None if Path::new(DEFAULT_CONFIG_PATH).exists() => {
@@ -162,10 +159,7 @@ mod tests {
     #[test]
     fn file_then_environment_override_defaults() {
         figment::Jail::expect_with(|jail| {
-            jail.create_file(
-                "tally.toml",
-                "port = 9000\n[realtime]\nping_interval_ms = 300\n",
-            )?;
+            jail.create_file("tally.toml", "port = 9000\n[realtime]\nping_interval_ms = 300\n")?;
             jail.set_env("TALLY_DATA_DIR", "/var/lib/tally");
             jail.set_env("TALLY_REALTIME__PING_TIMEOUT_MS", "200");
             jail.set_env("TALLY_CONFIG", "tally.toml");

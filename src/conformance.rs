@@ -14,9 +14,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::engineio::{
-    self, CloseReason, Connection, Engine, EngineConfig, Frame, Message, Session,
-};
+use crate::engineio::{self, CloseReason, Connection, Engine, EngineConfig, Frame, Message, Session};
 use crate::http::Router;
 use crate::socketio::{SocketIo, SocketIoConfig};
 
@@ -30,10 +28,7 @@ pub fn engine_config() -> EngineConfig {
 }
 
 pub fn socketio_config() -> SocketIoConfig {
-    SocketIoConfig {
-        connect_timeout: Duration::from_millis(1000),
-        ..SocketIoConfig::default()
-    }
+    SocketIoConfig { connect_timeout: Duration::from_millis(1000), ..SocketIoConfig::default() }
 }
 
 /// The Socket.IO server of the suite, on its own engine.

@@ -50,11 +50,7 @@ pub fn video_room(video_id: &str) -> String {
 pub fn install(io: &SocketIo, keys: Arc<TokenKeys>, videos: Arc<dyn VideoDirectory>) {
     let main = io.of("/");
     main.use_middleware(move |handshake, extensions| {
-        let token = handshake
-            .auth
-            .get("token")
-            .and_then(Value::as_str)
-            .filter(|t| !t.is_empty());
+        let token = handshake.auth.get("token").and_then(Value::as_str).filter(|t| !t.is_empty());
         let Some(token) = token else {
             return Err(ConnectError::new("Authentication required"));
         };
@@ -63,9 +59,7 @@ pub fn install(io: &SocketIo, keys: Arc<TokenKeys>, videos: Arc<dyn VideoDirecto
                 extensions.insert(claims);
                 Ok(())
             }
-            Err(TokenError::Expired | TokenError::Invalid) => {
-                Err(ConnectError::new("Invalid token"))
-            }
+            Err(TokenError::Expired | TokenError::Invalid) => Err(ConnectError::new("Invalid token")),
         }
     });
     main.on_connect(|socket| {
@@ -105,10 +99,7 @@ pub fn install(io: &SocketIo, keys: Arc<TokenKeys>, videos: Arc<dyn VideoDirecto
 /// `"id"` or `{ "videoId": "id" }`.
 fn requested_video(payload: &Payload) -> Option<&str> {
     let first = payload.args.first()?;
-    first
-        .as_str()
-        .or_else(|| first.get("videoId")?.as_str())
-        .filter(|id| !id.is_empty())
+    first.as_str().or_else(|| first.get("videoId")?.as_str()).filter(|id| !id.is_empty())
 }
 
 fn owns(socket: &Socket, videos: &dyn VideoDirectory, video_id: &str) -> bool {

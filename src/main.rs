@@ -67,20 +67,13 @@ fn main() -> anyhow::Result<()> {
     let config = Config::load(cli.config.as_deref()).context("loading configuration")?;
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(config),
-        Command::Token {
-            user,
-            org,
-            role,
-            ttl,
-        } => {
+        Command::Token { user, org, role, ttl } => {
             let keys = TokenKeys::load_or_create(&config.data_dir)?;
             let ttl = Duration::from_secs(ttl.unwrap_or(config.access_token_ttl_secs));
             println!("{}", keys.issue(&user, &org, role, ttl)?);
             Ok(())
         }
-        Command::User {
-            action: UserAction::Add { org, email, role },
-        } => add_user(&config, &org, &email, role),
+        Command::User { action: UserAction::Add { org, email, role } } => add_user(&config, &org, &email, role),
     }
 }
 
@@ -92,20 +85,10 @@ fn add_user(config: &Config, org_name: &str, email: &str, role: Role) -> anyhow:
         Some(org) => org,
         None => store.create_org(org_name)?,
     };
-    let user = store.create_user(NewUser {
-        org_id: &org.id,
-        email,
-        role,
-        password_hash,
-    })?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .context("starting the runtime")?;
+    let user = store.create_user(NewUser { org_id: &org.id, email, role, password_hash })?;
+    let runtime = tokio::runtime::Builder::new_current_thread().build().context("starting the runtime")?;
     runtime.block_on(store.flush())?;
-    println!(
-        "added {} ({:?}) to organization {} [user {}, org {}]",
-        user.email, user.role, org.name, user.id, org.id
-    );
+    println!("added {} ({:?}) to organization {} [user {}, org {}]", user.email, user.role, org.name, user.id, org.id);
     Ok(())
 }
 
@@ -118,10 +101,7 @@ fn read_password() -> anyhow::Result<String> {
         return Ok(first);
     }
     let mut line = String::new();
-    std::io::stdin()
-        .lock()
-        .read_line(&mut line)
-        .context("reading the password from standard input")?;
+    std::io::stdin().lock().read_line(&mut line).context("reading the password from standard input")?;
     Ok(line.trim_end_matches(['\r', '\n']).to_owned())
 }
 
@@ -138,15 +118,14 @@ fn serve(config: Config) -> anyhow::Result<()> {
 }
 
 async fn shutdown_signal() {
-    let mut terminate =
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(signal) => signal,
-            Err(error) => {
-                tracing::warn!(%error, "cannot listen for SIGTERM");
-                let _ = tokio::signal::ctrl_c().await;
-                return;
-            }
-        };
+    let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(signal) => signal,
+        Err(error) => {
+            tracing::warn!(%error, "cannot listen for SIGTERM");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate.recv() => {}

@@ -25,11 +25,7 @@ struct Harness {
 
 impl Harness {
     async fn start() -> Harness {
-        Harness::with(
-            tally::conformance::engine_config(),
-            tally::conformance::socketio_config(),
-        )
-        .await
+        Harness::with(tally::conformance::engine_config(), tally::conformance::socketio_config()).await
     }
 
     async fn with(engine_config: EngineConfig, config: SocketIoConfig) -> Harness {
@@ -59,12 +55,7 @@ impl Harness {
         main.on("to-rooms", |socket, payload, _| {
             let strings = |v: &Value| {
                 v.as_array()
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(Value::as_str)
-                            .map(str::to_owned)
-                            .collect::<Vec<_>>()
-                    })
+                    .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect::<Vec<_>>())
                     .unwrap_or_default()
             };
             let mut op = socket.namespace().broadcast();
@@ -124,24 +115,13 @@ impl Harness {
         });
         let engine = io.engine(engine_config);
         let server = Server::start(Router::new().mount_engine("/socket.io/", engine.clone())).await;
-        Harness {
-            server,
-            io,
-            engine,
-            seen,
-            middleware_runs,
-        }
+        Harness { server, io, engine, seen, middleware_runs }
     }
 
     async fn open(&self) -> (Ws, String) {
-        let mut ws = ws_connect(self.server.addr, "/socket.io/?EIO=4&transport=websocket")
-            .await
-            .unwrap();
+        let mut ws = ws_connect(self.server.addr, "/socket.io/?EIO=4&transport=websocket").await.unwrap();
         let open = next_text(&mut ws).await;
-        let sid = serde_json::from_str::<Value>(&open[1..]).unwrap()["sid"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let sid = serde_json::from_str::<Value>(&open[1..]).unwrap()["sid"].as_str().unwrap().to_owned();
         (ws, sid)
     }
 
@@ -168,17 +148,10 @@ impl Harness {
 }
 
 fn connect_ack_sid(packet: &str, prefix: &str) -> String {
-    let json: Value = serde_json::from_str(
-        packet
-            .strip_prefix(prefix)
-            .unwrap_or_else(|| panic!("{packet:?} lacks {prefix:?}")),
-    )
-    .unwrap();
-    assert_eq!(
-        json.as_object().unwrap().len(),
-        1,
-        "the CONNECT ack carries only sid: {json}"
-    );
+    let json: Value =
+        serde_json::from_str(packet.strip_prefix(prefix).unwrap_or_else(|| panic!("{packet:?} lacks {prefix:?}")))
+            .unwrap();
+    assert_eq!(json.as_object().unwrap().len(), 1, "the CONNECT ack carries only sid: {json}");
     json["sid"].as_str().unwrap().to_owned()
 }
 
@@ -188,10 +161,7 @@ async fn connects_to_the_main_namespace() {
     let (mut ws, engine_sid) = h.open().await;
     send_text(&mut ws, "40").await;
     let sid = connect_ack_sid(&next_text(&mut ws).await, "40");
-    assert_ne!(
-        sid, engine_sid,
-        "socket ids are distinct from engine ids (protocol v5)"
-    );
+    assert_ne!(sid, engine_sid, "socket ids are distinct from engine ids (protocol v5)");
     assert_eq!(next_text(&mut ws).await, r#"42["auth",{}]"#);
 
     let (mut ws, _) = h.open().await;
@@ -203,18 +173,13 @@ async fn connects_to_the_main_namespace() {
 #[tokio::test]
 async fn connects_to_a_custom_namespace_with_or_without_the_comma() {
     let h = Harness::start().await;
-    for (connect, auth) in [
-        ("40/custom", "{}"),
-        ("40/custom,", "{}"),
-        (r#"40/custom,{"token":"abc"}"#, r#"{"token":"abc"}"#),
-    ] {
+    for (connect, auth) in
+        [("40/custom", "{}"), ("40/custom,", "{}"), (r#"40/custom,{"token":"abc"}"#, r#"{"token":"abc"}"#)]
+    {
         let (mut ws, _) = h.open().await;
         send_text(&mut ws, connect).await;
         connect_ack_sid(&next_text(&mut ws).await, "40/custom,");
-        assert_eq!(
-            next_text(&mut ws).await,
-            format!(r#"42/custom,["auth",{auth}]"#)
-        );
+        assert_eq!(next_text(&mut ws).await, format!(r#"42/custom,["auth",{auth}]"#));
     }
 }
 
@@ -223,10 +188,7 @@ async fn refuses_unknown_namespaces_and_invalid_handshakes() {
     let h = Harness::start().await;
     let (mut ws, _) = h.open().await;
     send_text(&mut ws, "40/random").await;
-    assert_eq!(
-        next_text(&mut ws).await,
-        r#"44/random,{"message":"Invalid namespace"}"#
-    );
+    assert_eq!(next_text(&mut ws).await, r#"44/random,{"message":"Invalid namespace"}"#);
     let (mut ws, _) = h.open().await;
     send_text(&mut ws, "4abc").await;
     assert!(closed_by_server(&mut ws).await);
@@ -237,10 +199,7 @@ async fn middleware_errors_become_connect_error_with_message_and_data() {
     let h = Harness::start().await;
     let (mut ws, _) = h.open().await;
     send_text(&mut ws, r#"40/guarded,{"pass":"no"}"#).await;
-    assert_eq!(
-        next_text(&mut ws).await,
-        r#"44/guarded,{"message":"not allowed","data":{"hint":"pass"}}"#
-    );
+    assert_eq!(next_text(&mut ws).await, r#"44/guarded,{"message":"not allowed","data":{"hint":"pass"}}"#);
 }
 
 #[tokio::test]
@@ -272,10 +231,7 @@ async fn namespace_disconnects_keep_the_connection() {
     next_text(&mut ws).await;
     send_text(&mut ws, "41/custom").await;
     send_text(&mut ws, r#"42["message","message to main namespace"]"#).await;
-    assert_eq!(
-        next_text(&mut ws).await,
-        r#"42["message-back","message to main namespace"]"#
-    );
+    assert_eq!(next_text(&mut ws).await, r#"42["message-back","message to main namespace"]"#);
 }
 
 #[tokio::test]
@@ -283,29 +239,19 @@ async fn events_and_acks_round_trip_exactly() {
     let h = Harness::start().await;
     let mut ws = h.connect().await;
     send_text(&mut ws, r#"42["message",1,"2",{"3":[true]}]"#).await;
-    assert_eq!(
-        next_text(&mut ws).await,
-        r#"42["message-back",1,"2",{"3":[true]}]"#
-    );
+    assert_eq!(next_text(&mut ws).await, r#"42["message-back",1,"2",{"3":[true]}]"#);
     send_text(&mut ws, r#"42456["message-with-ack",1,"2",{"3":[true]}]"#).await;
     assert_eq!(next_text(&mut ws).await, r#"43456[1,"2",{"3":[true]}]"#);
     // key order of objects is kept as sent
     send_text(&mut ws, r#"42["message",{"z":1,"a":2}]"#).await;
-    assert_eq!(
-        next_text(&mut ws).await,
-        r#"42["message-back",{"z":1,"a":2}]"#
-    );
+    assert_eq!(next_text(&mut ws).await, r#"42["message-back",{"z":1,"a":2}]"#);
 }
 
 #[tokio::test]
 async fn binary_events_and_acks_carry_their_attachments() {
     let h = Harness::start().await;
     let mut ws = h.connect().await;
-    send_text(
-        &mut ws,
-        r#"452-["message",{"_placeholder":true,"num":0},{"num":1,"_placeholder":true}]"#,
-    )
-    .await;
+    send_text(&mut ws, r#"452-["message",{"_placeholder":true,"num":0},{"num":1,"_placeholder":true}]"#).await;
     send_binary(&mut ws, &[1, 2, 3]).await;
     send_binary(&mut ws, &[4, 5, 6]).await;
     assert_eq!(
@@ -315,13 +261,11 @@ async fn binary_events_and_acks_carry_their_attachments() {
     assert_eq!(next_binary(&mut ws).await, vec![1, 2, 3]);
     assert_eq!(next_binary(&mut ws).await, vec![4, 5, 6]);
 
-    send_text(&mut ws, r#"452-789["message-with-ack",{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]"#).await;
+    send_text(&mut ws, r#"452-789["message-with-ack",{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]"#)
+        .await;
     send_binary(&mut ws, &[1, 2, 3]).await;
     send_binary(&mut ws, &[4, 5, 6]).await;
-    assert_eq!(
-        next_text(&mut ws).await,
-        r#"462-789[{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]"#
-    );
+    assert_eq!(next_text(&mut ws).await, r#"462-789[{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]"#);
     assert_eq!(next_binary(&mut ws).await, vec![1, 2, 3]);
     assert_eq!(next_binary(&mut ws).await, vec![4, 5, 6]);
 }
@@ -340,18 +284,12 @@ async fn server_emit_with_ack_resolves_times_out_and_is_dropped_on_disconnect() 
 
     send_text(&mut ws, r#"42["ask",100]"#).await;
     assert_eq!(next_text(&mut ws).await, r#"421["question","?"]"#);
-    assert_eq!(
-        h.observed("ack").await,
-        "ack-error:the client did not acknowledge in time"
-    );
+    assert_eq!(h.observed("ack").await, "ack-error:the client did not acknowledge in time");
 
     send_text(&mut ws, r#"42["ask",5000]"#).await;
     assert_eq!(next_text(&mut ws).await, r#"422["question","?"]"#);
     send_text(&mut ws, "41").await;
-    assert_eq!(
-        h.observed("ack").await,
-        "ack-error:the socket disconnected before acknowledging"
-    );
+    assert_eq!(h.observed("ack").await, "ack-error:the socket disconnected before acknowledging");
 }
 
 #[tokio::test]
@@ -377,17 +315,9 @@ async fn broadcasts_reach_each_socket_once_and_respect_except() {
     send_text(&mut c, r#"42["everyone","end"]"#).await;
     for ws in [&mut a, &mut b] {
         assert_eq!(next_text(ws).await, r#"42["room-event","hi"]"#);
-        assert_eq!(
-            next_text(ws).await,
-            r#"42["everyone","end"]"#,
-            "exactly once"
-        );
+        assert_eq!(next_text(ws).await, r#"42["everyone","end"]"#, "exactly once");
     }
-    assert_eq!(
-        next_text(&mut c).await,
-        r#"42["everyone","end"]"#,
-        "not in the rooms: nothing"
-    );
+    assert_eq!(next_text(&mut c).await, r#"42["everyone","end"]"#, "not in the rooms: nothing");
 
     send_text(&mut c, r#"42["to-rooms",["r1"],["r2"],"not a"]"#).await;
     send_text(&mut c, r#"42["everyone","end"]"#).await;
@@ -407,17 +337,11 @@ async fn server_namespace_disconnect_and_disconnect_reasons() {
     let mut ws = h.connect().await;
     send_text(&mut ws, r#"42["kick"]"#).await;
     assert_eq!(next_text(&mut ws).await, "41");
-    assert_eq!(
-        h.observed("disconnect").await,
-        "disconnect:server namespace disconnect"
-    );
+    assert_eq!(h.observed("disconnect").await, "disconnect:server namespace disconnect");
 
     let mut ws = h.connect().await;
     send_text(&mut ws, "41").await;
-    assert_eq!(
-        h.observed("disconnect").await,
-        "disconnect:client namespace disconnect"
-    );
+    assert_eq!(h.observed("disconnect").await, "disconnect:client namespace disconnect");
 
     drop(h.connect().await);
     assert_eq!(h.observed("disconnect").await, "disconnect:transport close");
@@ -451,10 +375,7 @@ async fn malformed_packets_close_the_connection() {
     ] {
         let mut ws = h.connect().await;
         send_text(&mut ws, bad).await;
-        assert!(
-            closed_by_server(&mut ws).await,
-            "{bad:?} must close the connection"
-        );
+        assert!(closed_by_server(&mut ws).await, "{bad:?} must close the connection");
     }
 }
 
@@ -466,68 +387,41 @@ async fn binary_sequences_are_bounded() {
         ..tally::conformance::socketio_config()
     };
     let h = Harness::with(tally::conformance::engine_config(), config).await;
-    let placeholders = |n: usize| {
-        (0..n)
-            .map(|i| Payload::placeholder(i).to_string())
-            .collect::<Vec<_>>()
-            .join(",")
-    };
+    let placeholders = |n: usize| (0..n).map(|i| Payload::placeholder(i).to_string()).collect::<Vec<_>>().join(",");
 
     let mut ws = h.connect().await;
-    send_text(
-        &mut ws,
-        &format!(r#"4511-["message",{}]"#, placeholders(11)),
-    )
-    .await;
+    send_text(&mut ws, &format!(r#"4511-["message",{}]"#, placeholders(11))).await;
     assert!(closed_by_server(&mut ws).await, "more than 10 attachments");
 
     let mut ws = h.connect().await;
     send_text(&mut ws, &format!(r#"452-["message",{}]"#, placeholders(2))).await;
     send_binary(&mut ws, &[0; 60]).await;
     send_binary(&mut ws, &[0; 60]).await;
-    assert!(
-        closed_by_server(&mut ws).await,
-        "attachments over the byte limit"
-    );
+    assert!(closed_by_server(&mut ws).await, "attachments over the byte limit");
 
     let mut ws = h.connect().await;
     send_text(&mut ws, &format!(r#"451-["message",{}]"#, placeholders(1))).await;
     send_text(&mut ws, r#"42["message","mid-sequence"]"#).await;
-    assert!(
-        closed_by_server(&mut ws).await,
-        "a text packet in the middle of a sequence"
-    );
+    assert!(closed_by_server(&mut ws).await, "a text packet in the middle of a sequence");
 
     let mut ws = h.connect().await;
     send_binary(&mut ws, &[1, 2, 3]).await;
-    assert!(
-        closed_by_server(&mut ws).await,
-        "a binary message nobody announced"
-    );
+    assert!(closed_by_server(&mut ws).await, "a binary message nobody announced");
 
     let mut ws = h.connect().await;
     send_text(&mut ws, r#"451-["message",{"_placeholder":true,"num":1}]"#).await;
     send_binary(&mut ws, &[1]).await;
-    assert!(
-        closed_by_server(&mut ws).await,
-        "a placeholder pointing past the attachments"
-    );
+    assert!(closed_by_server(&mut ws).await, "a placeholder pointing past the attachments");
 
     let mut ws = h.connect().await;
     send_text(&mut ws, &format!(r#"452-["message",{}]"#, placeholders(2))).await;
     send_binary(&mut ws, &[1]).await;
-    assert!(
-        closed_by_server(&mut ws).await,
-        "attachments that never complete"
-    );
+    assert!(closed_by_server(&mut ws).await, "attachments that never complete");
 }
 
 #[tokio::test]
 async fn a_client_that_does_not_read_is_cut_loose() {
-    let engine_config = EngineConfig {
-        max_buffered_packets: 8,
-        ..tally::conformance::engine_config()
-    };
+    let engine_config = EngineConfig { max_buffered_packets: 8, ..tally::conformance::engine_config() };
     let mut h = Harness::with(engine_config, tally::conformance::socketio_config()).await;
     let sid = open_polling(h.server.addr, "/socket.io/").await;
     let url = polling_url("/socket.io/", &sid);
@@ -536,10 +430,7 @@ async fn a_client_that_does_not_read_is_cut_loose() {
     post(h.server.addr, &url, r#"42["flood",50]"#).await;
     // The overflow closes the connection inside the emit, so the disconnect is seen first.
     assert_eq!(h.observed("").await, "disconnect:transport error");
-    assert_eq!(
-        h.observed("").await,
-        "flood-stopped:the client's outgoing buffer is full; the connection was closed"
-    );
+    assert_eq!(h.observed("").await, "flood-stopped:the client's outgoing buffer is full; the connection was closed");
     assert_eq!(get(h.server.addr, &url).await.status, 400);
 }
 
@@ -554,7 +445,12 @@ async fn socket_io_over_polling() {
     assert_eq!(packets.len(), 2, "{:?}", reply.body);
     connect_ack_sid(packets[0], "40");
     assert_eq!(packets[1], r#"42["auth",{}]"#);
-    post(h.server.addr, &url, "42[\"message\",\"over polling\"]\x1e451-[\"message\",{\"_placeholder\":true,\"num\":0}]\x1ebAQID").await;
+    post(
+        h.server.addr,
+        &url,
+        "42[\"message\",\"over polling\"]\x1e451-[\"message\",{\"_placeholder\":true,\"num\":0}]\x1ebAQID",
+    )
+    .await;
     let reply = get(h.server.addr, &url).await;
     assert_eq!(
         reply.body,
@@ -573,14 +469,7 @@ async fn nothing_is_left_behind_when_clients_go() {
         clients.push(ws);
     }
     let main = h.io.of("/");
-    assert_eq!(
-        (
-            main.socket_count(),
-            main.room_size("shared"),
-            h.engine.session_count()
-        ),
-        (20, 20, 20)
-    );
+    assert_eq!((main.socket_count(), main.room_size("shared"), h.engine.session_count()), (20, 20, 20));
     // Half leave the namespace, half drop the connection.
     for (i, mut ws) in clients.into_iter().enumerate() {
         if i % 2 == 0 {

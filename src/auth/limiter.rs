@@ -18,8 +18,7 @@ pub struct LoginLimiter {
 impl LoginLimiter {
     /// `per_account` and `per_address` attempts per minute, each also the burst allowed.
     pub fn new(per_account: u32, per_address: u32) -> LoginLimiter {
-        let quota =
-            |n: u32| Quota::per_minute(NonZeroU32::new(n.max(1)).unwrap_or(NonZeroU32::MIN));
+        let quota = |n: u32| Quota::per_minute(NonZeroU32::new(n.max(1)).unwrap_or(NonZeroU32::MIN));
         LoginLimiter {
             accounts: DefaultKeyedRateLimiter::keyed(quota(per_account)),
             addresses: DefaultKeyedRateLimiter::keyed(quota(per_address)),
@@ -34,12 +33,8 @@ impl LoginLimiter {
             self.addresses.retain_recent();
         }
         let now = DefaultClock::default().now();
-        self.addresses
-            .check_key(&address)
-            .map_err(|limit| limit.wait_time_from(now))?;
-        self.accounts
-            .check_key(&account.to_lowercase())
-            .map_err(|limit| limit.wait_time_from(now))?;
+        self.addresses.check_key(&address).map_err(|limit| limit.wait_time_from(now))?;
+        self.accounts.check_key(&account.to_lowercase()).map_err(|limit| limit.wait_time_from(now))?;
         Ok(())
     }
 }
@@ -55,15 +50,9 @@ mod tests {
         for _ in 0..3 {
             assert!(limiter.attempt("ann@x", home).is_ok());
         }
-        assert!(
-            limiter.attempt("ANN@x", home).is_err(),
-            "the account is over its limit"
-        );
+        assert!(limiter.attempt("ANN@x", home).is_err(), "the account is over its limit");
         assert!(limiter.attempt("bob@x", home).is_ok());
-        assert!(
-            limiter.attempt("cat@x", home).is_err(),
-            "the address is over its limit"
-        );
+        assert!(limiter.attempt("cat@x", home).is_err(), "the address is over its limit");
         assert!(limiter.attempt("cat@x", [10, 0, 0, 2].into()).is_ok());
     }
 }

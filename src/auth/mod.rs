@@ -88,15 +88,9 @@ impl TokenKeys {
 
     /// Reads the box's signing secret, creating it on first start.
     pub fn load_or_create(data_dir: &Path) -> anyhow::Result<TokenKeys> {
-        fs::create_dir_all(data_dir)
-            .with_context(|| format!("creating data dir {}", data_dir.display()))?;
+        fs::create_dir_all(data_dir).with_context(|| format!("creating data dir {}", data_dir.display()))?;
         let path = data_dir.join(SECRET_FILE);
-        let secret = match OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-        {
+        let secret = match OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path) {
             Ok(mut file) => {
                 let mut secret = vec![0u8; SECRET_LEN];
                 rand::rng().fill_bytes(&mut secret);
@@ -107,24 +101,15 @@ impl TokenKeys {
                 secret
             }
             Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
-                let mut file =
-                    fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+                let mut file = fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
                 let mode = file.metadata()?.permissions().mode();
                 if mode & 0o077 != 0 {
-                    anyhow::bail!(
-                        "{} is readable by others (mode {:o}); chmod 600 it",
-                        path.display(),
-                        mode & 0o777
-                    );
+                    anyhow::bail!("{} is readable by others (mode {:o}); chmod 600 it", path.display(), mode & 0o777);
                 }
                 let mut secret = Vec::new();
                 file.read_to_end(&mut secret)?;
                 if secret.len() < 32 {
-                    anyhow::bail!(
-                        "{} holds {} bytes; a secret needs at least 32",
-                        path.display(),
-                        secret.len()
-                    );
+                    anyhow::bail!("{} holds {} bytes; a secret needs at least 32", path.display(), secret.len());
                 }
                 secret
             }
@@ -135,23 +120,10 @@ impl TokenKeys {
         TokenKeys::from_secret(&secret)
     }
 
-    pub fn issue(
-        &self,
-        user: &str,
-        org: &str,
-        role: Role,
-        ttl: Duration,
-    ) -> anyhow::Result<String> {
+    pub fn issue(&self, user: &str, org: &str, role: Role, ttl: Duration) -> anyhow::Result<String> {
         let now = unix_now();
-        let claims = Claims {
-            sub: user.to_owned(),
-            org: org.to_owned(),
-            role,
-            iat: now,
-            exp: now + ttl.as_secs(),
-        };
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
-            .context("signing token")
+        let claims = Claims { sub: user.to_owned(), org: org.to_owned(), role, iat: now, exp: now + ttl.as_secs() };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).context("signing token")
     }
 
     /// Signs a media URL token for one video.
@@ -162,20 +134,14 @@ impl TokenKeys {
             scope: MEDIA_SCOPE.to_owned(),
             exp: unix_now() + ttl.as_secs(),
         };
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
-            .context("signing media token")
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).context("signing media token")
     }
 
     pub fn verify_media(&self, token: &str) -> Result<MediaClaims, TokenError> {
         match jsonwebtoken::decode::<MediaClaims>(token, &self.decoding, &self.media_validation) {
             Ok(data) if data.claims.scope == MEDIA_SCOPE => Ok(data.claims),
             Ok(_) => Err(TokenError::Invalid),
-            Err(error)
-                if matches!(
-                    error.kind(),
-                    jsonwebtoken::errors::ErrorKind::ExpiredSignature
-                ) =>
-            {
+            Err(error) if matches!(error.kind(), jsonwebtoken::errors::ErrorKind::ExpiredSignature) => {
                 Err(TokenError::Expired)
             }
             Err(_) => Err(TokenError::Invalid),
@@ -185,12 +151,7 @@ impl TokenKeys {
     pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
         match jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation) {
             Ok(data) => Ok(data.claims),
-            Err(error)
-                if matches!(
-                    error.kind(),
-                    jsonwebtoken::errors::ErrorKind::ExpiredSignature
-                ) =>
-            {
+            Err(error) if matches!(error.kind(), jsonwebtoken::errors::ErrorKind::ExpiredSignature) => {
                 Err(TokenError::Expired)
             }
             Err(_) => Err(TokenError::Invalid),
@@ -199,10 +160,7 @@ impl TokenKeys {
 }
 
 pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -213,49 +171,32 @@ mod tests {
     #[test]
     fn issues_and_verifies() {
         let keys = TokenKeys::from_secret(&[7; 64]).unwrap();
-        let token = keys
-            .issue("u1", "o1", Role::Editor, Duration::from_secs(60))
-            .unwrap();
+        let token = keys.issue("u1", "o1", Role::Editor, Duration::from_secs(60)).unwrap();
         let claims = keys.verify(&token).unwrap();
-        assert_eq!(
-            (claims.sub.as_str(), claims.org.as_str(), claims.role),
-            ("u1", "o1", Role::Editor)
-        );
+        assert_eq!((claims.sub.as_str(), claims.org.as_str(), claims.role), ("u1", "o1", Role::Editor));
     }
 
     #[test]
     fn refuses_other_keys_expired_and_alg_none() {
         let keys = TokenKeys::from_secret(&[7; 64]).unwrap();
         let other = TokenKeys::from_secret(&[8; 64]).unwrap();
-        let token = other
-            .issue("u1", "o1", Role::Admin, Duration::from_secs(60))
-            .unwrap();
+        let token = other.issue("u1", "o1", Role::Admin, Duration::from_secs(60)).unwrap();
         assert_eq!(keys.verify(&token), Err(TokenError::Invalid));
         let expired = keys.issue("u1", "o1", Role::Admin, Duration::ZERO).unwrap();
         std::thread::sleep(Duration::from_millis(1100));
         assert_eq!(keys.verify(&expired), Err(TokenError::Expired));
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
         let header = b64.encode(r#"{"alg":"none","typ":"JWT"}"#);
-        let body = b64.encode(format!(
-            r#"{{"sub":"u","org":"o","role":"admin","iat":0,"exp":{}}}"#,
-            unix_now() + 60
-        ));
-        assert_eq!(
-            keys.verify(&format!("{header}.{body}.")),
-            Err(TokenError::Invalid)
-        );
+        let body = b64.encode(format!(r#"{{"sub":"u","org":"o","role":"admin","iat":0,"exp":{}}}"#, unix_now() + 60));
+        assert_eq!(keys.verify(&format!("{header}.{body}.")), Err(TokenError::Invalid));
         assert_eq!(keys.verify("garbage"), Err(TokenError::Invalid));
     }
 
     #[test]
     fn media_and_access_tokens_do_not_stand_in_for_each_other() {
         let keys = TokenKeys::from_secret(&[7; 64]).unwrap();
-        let media = keys
-            .issue_media("v1", "o1", Duration::from_secs(60))
-            .unwrap();
-        let access = keys
-            .issue("u1", "o1", Role::Admin, Duration::from_secs(60))
-            .unwrap();
+        let media = keys.issue_media("v1", "o1", Duration::from_secs(60)).unwrap();
+        let access = keys.issue("u1", "o1", Role::Admin, Duration::from_secs(60)).unwrap();
         assert_eq!(keys.verify_media(&media).unwrap().vid, "v1");
         assert_eq!(keys.verify(&media), Err(TokenError::Invalid));
         assert_eq!(keys.verify_media(&access), Err(TokenError::Invalid));
@@ -265,21 +206,12 @@ mod tests {
     fn secret_is_created_once_with_private_mode() {
         let dir = tempfile::tempdir().unwrap();
         let keys = TokenKeys::load_or_create(dir.path()).unwrap();
-        let token = keys
-            .issue("u", "o", Role::Viewer, Duration::from_secs(60))
-            .unwrap();
-        let mode = fs::metadata(dir.path().join(SECRET_FILE))
-            .unwrap()
-            .permissions()
-            .mode();
+        let token = keys.issue("u", "o", Role::Viewer, Duration::from_secs(60)).unwrap();
+        let mode = fs::metadata(dir.path().join(SECRET_FILE)).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         let again = TokenKeys::load_or_create(dir.path()).unwrap();
         assert!(again.verify(&token).is_ok(), "the same secret is read back");
-        fs::set_permissions(
-            dir.path().join(SECRET_FILE),
-            fs::Permissions::from_mode(0o644),
-        )
-        .unwrap();
+        fs::set_permissions(dir.path().join(SECRET_FILE), fs::Permissions::from_mode(0o644)).unwrap();
         assert!(TokenKeys::load_or_create(dir.path()).is_err());
     }
 }

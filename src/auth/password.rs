@@ -30,8 +30,7 @@ pub fn hash(password: &str) -> Result<String, PasswordError> {
     }
     let mut raw_salt = [0u8; 16];
     rand::rng().fill_bytes(&mut raw_salt);
-    let salt = SaltString::encode_b64(&raw_salt)
-        .map_err(|error| PasswordError::Hash(error.to_string()))?;
+    let salt = SaltString::encode_b64(&raw_salt).map_err(|error| PasswordError::Hash(error.to_string()))?;
     Argon2::default()
         .hash_password(password.as_bytes(), &salt)
         .map(|hash| hash.to_string())
@@ -53,10 +52,7 @@ pub fn verify(password: &str, stored: Option<&str>) -> bool {
     let Ok(parsed) = PasswordHash::new(phc) else {
         return false;
     };
-    Argon2::default()
-        .verify_password(password.as_bytes(), &parsed)
-        .is_ok()
-        && real
+    Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok() && real
 }
 
 #[cfg(test)]
@@ -72,9 +68,6 @@ mod tests {
         assert!(!verify("correct horse", None));
         assert!(!verify("correct horse", Some("not a phc string")));
         assert_eq!(hash("short"), Err(PasswordError::TooShort));
-        assert_eq!(
-            hash(&"x".repeat(MAX_LENGTH + 1)),
-            Err(PasswordError::TooLong)
-        );
+        assert_eq!(hash(&"x".repeat(MAX_LENGTH + 1)), Err(PasswordError::TooLong));
     }
 }

@@ -102,11 +102,7 @@ impl ErrorCode {
 
     fn response(self) -> Response<Full<Bytes>> {
         let body = serde_json::json!({ "code": self as u8, "message": self.message() }).to_string();
-        let status = if self == ErrorCode::Forbidden {
-            StatusCode::FORBIDDEN
-        } else {
-            StatusCode::BAD_REQUEST
-        };
+        let status = if self == ErrorCode::Forbidden { StatusCode::FORBIDDEN } else { StatusCode::BAD_REQUEST };
         Response::builder()
             .status(status)
             .header(header::CONTENT_TYPE, "application/json")
@@ -123,11 +119,7 @@ pub struct Engine {
 
 impl Engine {
     pub fn new(config: EngineConfig, handler: Arc<dyn Handler>) -> Arc<Engine> {
-        Arc::new(Engine {
-            config: Arc::new(config),
-            handler,
-            sessions: RwLock::new(HashMap::new()),
-        })
+        Arc::new(Engine { config: Arc::new(config), handler, sessions: RwLock::new(HashMap::new()) })
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -142,41 +134,25 @@ impl Engine {
 
     /// Closes every session, e.g. on shutdown.
     pub fn close_all(&self, reason: CloseReason) {
-        let sessions: Vec<_> = self
-            .sessions
-            .read()
-            .map(|s| s.values().cloned().collect())
-            .unwrap_or_default();
+        let sessions: Vec<_> = self.sessions.read().map(|s| s.values().cloned().collect()).unwrap_or_default();
         for session in sessions {
             session.close(reason);
         }
     }
 
     /// Serves one HTTP request addressed to the Engine.IO endpoint.
-    pub async fn handle(
-        self: &Arc<Self>,
-        request: Request<Incoming>,
-        remote: SocketAddr,
-    ) -> Response<Full<Bytes>> {
+    pub async fn handle(self: &Arc<Self>, request: Request<Incoming>, remote: SocketAddr) -> Response<Full<Bytes>> {
         let origin = request.headers().get(header::ORIGIN).cloned();
         let mut response = if request.method() == Method::OPTIONS {
             cors::preflight(&self.config.cors_origins, request.headers())
         } else {
             self.route(request, remote).await
         };
-        cors::decorate(
-            &self.config.cors_origins,
-            origin.as_ref(),
-            response.headers_mut(),
-        );
+        cors::decorate(&self.config.cors_origins, origin.as_ref(), response.headers_mut());
         response
     }
 
-    async fn route(
-        self: &Arc<Self>,
-        mut request: Request<Incoming>,
-        remote: SocketAddr,
-    ) -> Response<Full<Bytes>> {
+    async fn route(self: &Arc<Self>, mut request: Request<Incoming>, remote: SocketAddr) -> Response<Full<Bytes>> {
         let query = request.uri().query().unwrap_or("").to_owned();
         let params = Params::parse(&query);
         let transport = match params.transport.as_deref() {
@@ -192,16 +168,10 @@ impl Engine {
             if request.method() != Method::GET {
                 return ErrorCode::BadHandshakeMethod.response();
             }
-            let info = RequestInfo {
-                headers: request.headers().clone(),
-                query,
-                remote,
-            };
+            let info = RequestInfo { headers: request.headers().clone(), query, remote };
             return match transport {
                 Transport::Polling => self.open_polling(info),
-                Transport::WebSocket if wants_upgrade => {
-                    self.accept_websocket(&mut request, info, None)
-                }
+                Transport::WebSocket if wants_upgrade => self.accept_websocket(&mut request, info, None),
                 Transport::WebSocket => ErrorCode::BadRequest.response(),
             };
         };
@@ -209,31 +179,19 @@ impl Engine {
             return ErrorCode::UnknownSid.response();
         };
         match transport {
-            Transport::Polling if session.transport() != Transport::Polling => {
-                ErrorCode::BadRequest.response()
-            }
-            Transport::Polling if request.method() == Method::GET => {
-                polling::poll(self, &session).await
-            }
-            Transport::Polling if request.method() == Method::POST => {
-                polling::post(self, &session, request).await
-            }
+            Transport::Polling if session.transport() != Transport::Polling => ErrorCode::BadRequest.response(),
+            Transport::Polling if request.method() == Method::GET => polling::poll(self, &session).await,
+            Transport::Polling if request.method() == Method::POST => polling::post(self, &session, request).await,
             Transport::Polling => ErrorCode::BadRequest.response(),
             Transport::WebSocket => {
                 let may_upgrade = wants_upgrade
                     && session.transport() == Transport::Polling
                     && !session.is_closed()
-                    && !session
-                        .upgrade_claimed
-                        .swap(true, std::sync::atomic::Ordering::AcqRel);
+                    && !session.upgrade_claimed.swap(true, std::sync::atomic::Ordering::AcqRel);
                 if !may_upgrade {
                     return ErrorCode::BadRequest.response();
                 }
-                let info = RequestInfo {
-                    headers: HeaderMap::new(),
-                    query,
-                    remote,
-                };
+                let info = RequestInfo { headers: HeaderMap::new(), query, remote };
                 self.accept_websocket(&mut request, info, Some(session))
             }
         }
@@ -241,9 +199,7 @@ impl Engine {
 
     fn open_polling(self: &Arc<Self>, info: RequestInfo) -> Response<Full<Bytes>> {
         let session = self.create_session(Transport::Polling, info);
-        let open = Frame::encode_payload([&Frame::open(
-            &self.handshake_json(&session, Transport::Polling),
-        )]);
+        let open = Frame::encode_payload([&Frame::open(&self.handshake_json(&session, Transport::Polling))]);
         self.start(&session);
         Response::builder()
             .header(header::CONTENT_TYPE, "text/plain; charset=UTF-8")
@@ -259,13 +215,13 @@ impl Engine {
         info: RequestInfo,
         upgrading: Option<Arc<Session>>,
     ) -> Response<Full<Bytes>> {
-        let Some(accept_key) = request.headers().get(header::SEC_WEBSOCKET_KEY).map(|key| {
-            tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes())
-        }) else {
+        let Some(accept_key) = request
+            .headers()
+            .get(header::SEC_WEBSOCKET_KEY)
+            .map(|key| tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes()))
+        else {
             if let Some(session) = &upgrading {
-                session
-                    .upgrade_claimed
-                    .store(false, std::sync::atomic::Ordering::Release);
+                session.upgrade_claimed.store(false, std::sync::atomic::Ordering::Release);
             }
             return ErrorCode::BadRequest.response();
         };
@@ -277,9 +233,7 @@ impl Engine {
                 Err(error) => {
                     tracing::debug!(%error, "websocket upgrade failed");
                     if let Some(session) = &upgrading {
-                        session
-                            .upgrade_claimed
-                            .store(false, std::sync::atomic::Ordering::Release);
+                        session.upgrade_claimed.store(false, std::sync::atomic::Ordering::Release);
                     }
                     return;
                 }
@@ -325,19 +279,11 @@ impl Engine {
     fn start(&self, session: &Arc<Session>) {
         let connection = self.handler.on_open(session.clone());
         session.set_connection(connection);
-        tokio::spawn(
-            session
-                .clone()
-                .heartbeat(self.config.ping_interval, self.config.ping_timeout),
-        );
+        tokio::spawn(session.clone().heartbeat(self.config.ping_interval, self.config.ping_timeout));
     }
 
     fn handshake_json(&self, session: &Session, transport: Transport) -> String {
-        let upgrades: &[&str] = if transport == Transport::Polling {
-            &["websocket"]
-        } else {
-            &[]
-        };
+        let upgrades: &[&str] = if transport == Transport::Polling { &["websocket"] } else { &[] };
         serde_json::json!({
             "sid": session.sid().as_ref(),
             "upgrades": upgrades,
@@ -394,12 +340,10 @@ impl Params {
 
 fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
     let has_token = |name: header::HeaderName, token: &str| {
-        headers.get_all(name).iter().any(|value| {
-            value.to_str().is_ok_and(|v| {
-                v.split(',')
-                    .any(|part| part.trim().eq_ignore_ascii_case(token))
-            })
-        })
+        headers
+            .get_all(name)
+            .iter()
+            .any(|value| value.to_str().is_ok_and(|v| v.split(',').any(|part| part.trim().eq_ignore_ascii_case(token))))
     };
     has_token(header::UPGRADE, "websocket") && has_token(header::CONNECTION, "upgrade")
 }

@@ -67,10 +67,9 @@ impl Packet {
         let text = std::str::from_utf8(body).map_err(|_| DecodeError::Utf8)?;
         text.split(SEPARATOR)
             .map(|segment| match segment.strip_prefix('b') {
-                Some(encoded) => BASE64
-                    .decode(encoded)
-                    .map(|raw| Packet::Binary(Bytes::from(raw)))
-                    .map_err(|_| DecodeError::Base64),
+                Some(encoded) => {
+                    BASE64.decode(encoded).map(|raw| Packet::Binary(Bytes::from(raw))).map_err(|_| DecodeError::Base64)
+                }
                 None => Packet::decode_text(segment),
             })
             .collect()
@@ -146,10 +145,7 @@ mod tests {
         assert_eq!(Packet::decode_text("2"), Ok(Packet::Ping));
         assert_eq!(Packet::decode_text("2probe"), Ok(Packet::PingProbe));
         assert_eq!(Packet::decode_text("3"), Ok(Packet::Pong));
-        assert_eq!(
-            Packet::decode_text("4héllo"),
-            Ok(Packet::Message("héllo".into()))
-        );
+        assert_eq!(Packet::decode_text("4héllo"), Ok(Packet::Message("héllo".into())));
         assert_eq!(Packet::decode_text("5"), Ok(Packet::Upgrade));
         assert_eq!(Packet::decode_text("6"), Ok(Packet::Noop));
     }
@@ -157,24 +153,15 @@ mod tests {
     #[test]
     fn rejects_bad_packets() {
         assert_eq!(Packet::decode_text(""), Err(DecodeError::Empty));
-        assert_eq!(
-            Packet::decode_text("abc"),
-            Err(DecodeError::UnknownType('a'))
-        );
+        assert_eq!(Packet::decode_text("abc"), Err(DecodeError::UnknownType('a')));
         assert_eq!(Packet::decode_text("7"), Err(DecodeError::UnknownType('7')));
         assert_eq!(Packet::decode_text("é"), Err(DecodeError::UnknownType('é')));
-        assert!(matches!(
-            Packet::decode_text("0{}"),
-            Err(DecodeError::NotFromClient('0'))
-        ));
+        assert!(matches!(Packet::decode_text("0{}"), Err(DecodeError::NotFromClient('0'))));
         assert_eq!(Packet::decode_payload(b"4a\x1e"), Err(DecodeError::Empty));
         assert_eq!(Packet::decode_payload(b"b!!!"), Err(DecodeError::Base64));
         assert_eq!(Packet::decode_payload(b"4\xff"), Err(DecodeError::Utf8));
         // a multibyte character cut in half never panics
-        assert_eq!(
-            Packet::decode_payload(&"4é".as_bytes()[..2]),
-            Err(DecodeError::Utf8)
-        );
+        assert_eq!(Packet::decode_payload(&"4é".as_bytes()[..2]), Err(DecodeError::Utf8));
     }
 
     #[test]
@@ -184,9 +171,7 @@ mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(0xe10);
         for _ in 0..50_000 {
             let len = rng.random_range(0..32);
-            let body: Vec<u8> = (0..len)
-                .map(|_| alphabet[rng.random_range(0..alphabet.len())])
-                .collect();
+            let body: Vec<u8> = (0..len).map(|_| alphabet[rng.random_range(0..alphabet.len())]).collect();
             let _ = Packet::decode_payload(&body);
         }
     }
@@ -196,17 +181,9 @@ mod tests {
         let packets = Packet::decode_payload(b"4hello\x1ebAQIDBA==\x1e3").unwrap();
         assert_eq!(
             packets,
-            vec![
-                Packet::Message("hello".into()),
-                Packet::Binary(Bytes::from_static(&[1, 2, 3, 4])),
-                Packet::Pong
-            ]
+            vec![Packet::Message("hello".into()), Packet::Binary(Bytes::from_static(&[1, 2, 3, 4])), Packet::Pong]
         );
-        let frames = [
-            Frame::message("hello"),
-            Frame::binary(Bytes::from_static(&[1, 2, 3, 4])),
-            Frame::ping(),
-        ];
+        let frames = [Frame::message("hello"), Frame::binary(Bytes::from_static(&[1, 2, 3, 4])), Frame::ping()];
         assert_eq!(Frame::encode_payload(&frames), "4hello\x1ebAQIDBA==\x1e2");
     }
 }

@@ -63,11 +63,7 @@ fn drain(rx: &mut mpsc::Receiver<Outbound>, into: &mut Vec<Outbound>) {
 }
 
 /// Reads a POST payload (at most `maxPayload` bytes) and hands its packets to the session.
-pub(super) async fn post(
-    engine: &Engine,
-    session: &Arc<Session>,
-    request: Request<Incoming>,
-) -> Response<Full<Bytes>> {
+pub(super) async fn post(engine: &Engine, session: &Arc<Session>, request: Request<Incoming>) -> Response<Full<Bytes>> {
     if session.posting.swap(true, Ordering::AcqRel) {
         tracing::debug!(sid = %session.sid(), "overlapping polling POST");
         session.close(CloseReason::TransportError);
@@ -78,17 +74,10 @@ pub(super) async fn post(
     response
 }
 
-async fn read_post(
-    engine: &Engine,
-    session: &Arc<Session>,
-    request: Request<Incoming>,
-) -> Response<Full<Bytes>> {
+async fn read_post(engine: &Engine, session: &Arc<Session>, request: Request<Incoming>) -> Response<Full<Bytes>> {
     let max = engine.config.max_payload;
-    let declared = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared =
+        request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > max as u64) {
         return payload_too_large(session);
     }

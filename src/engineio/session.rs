@@ -68,10 +68,7 @@ impl CloseReason {
     /// Socket.IO disconnect packet). A dead or misbehaving client gets nothing more: its
     /// session goes at once, as in the reference server.
     fn drains(self) -> bool {
-        matches!(
-            self,
-            CloseReason::ForcedClose | CloseReason::ServerShuttingDown
-        )
+        matches!(self, CloseReason::ForcedClose | CloseReason::ServerShuttingDown)
     }
 }
 
@@ -134,9 +131,7 @@ pub struct Session {
 
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Session")
-            .field("sid", &self.sid)
-            .finish_non_exhaustive()
+        f.debug_struct("Session").field("sid", &self.sid).finish_non_exhaustive()
     }
 }
 
@@ -149,11 +144,7 @@ impl Session {
         engine: Weak<Engine>,
     ) -> Session {
         let (tx, rx) = mpsc::channel(max_buffered.max(1));
-        let (state, _) = watch::channel(State {
-            transport,
-            upgrading: false,
-            closed: false,
-        });
+        let (state, _) = watch::channel(State { transport, upgrading: false, closed: false });
         Session {
             sid,
             request,
@@ -226,11 +217,7 @@ impl Session {
         }
         self.state.send_modify(|state| state.closed = true);
         tracing::debug!(sid = %self.sid, reason = reason.as_str(), transport = transport.as_str(), "engine session closed");
-        let connection = self
-            .connection
-            .lock()
-            .map(|mut slot| slot.take())
-            .unwrap_or(None);
+        let connection = self.connection.lock().map(|mut slot| slot.take()).unwrap_or(None);
         if let Some(connection) = connection {
             connection.on_close(reason);
         }

@@ -137,9 +137,7 @@ pub(super) async fn serve(session: &Arc<Session>, ws: Ws) {
                 // far as the reference server is concerned.
                 Err(
                     tungstenite::Error::Io(_)
-                    | tungstenite::Error::Protocol(
-                        tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
-                    ),
+                    | tungstenite::Error::Protocol(tungstenite::error::ProtocolError::ResetWithoutClosingHandshake),
                 ) => {
                     return CloseReason::TransportClose;
                 }

@@ -16,20 +16,11 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-            retry_after: None,
-        }
+        ApiError { status, code, message: message.into(), retry_after: None }
     }
 
     pub fn not_found(what: &str) -> ApiError {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("{what} not found"),
-        )
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
     }
 
     pub fn bad_request(message: impl Into<String>) -> ApiError {
@@ -41,11 +32,7 @@ impl ApiError {
     }
 
     pub fn forbidden() -> ApiError {
-        ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "your role does not allow this",
-        )
+        ApiError::new(StatusCode::FORBIDDEN, "forbidden", "your role does not allow this")
     }
 
     pub fn too_large(message: impl Into<String>) -> ApiError {
@@ -53,32 +40,20 @@ impl ApiError {
     }
 
     pub fn insufficient_storage() -> ApiError {
-        ApiError::new(
-            StatusCode::INSUFFICIENT_STORAGE,
-            "insufficient_storage",
-            "the box is out of storage space",
-        )
+        ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage", "the box is out of storage space")
     }
 
     pub fn internal(context: &str, error: impl std::fmt::Display) -> ApiError {
         tracing::error!(%error, context, "request failed");
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "internal error",
-        )
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
     }
 
     pub fn into_response(self) -> Response<Body> {
-        let body = serde_json::json!({ "error": { "code": self.code, "message": self.message } })
-            .to_string();
+        let body = serde_json::json!({ "error": { "code": self.code, "message": self.message } }).to_string();
         let mut response = Response::new(full(body));
         *response.status_mut() = self.status;
         let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            header::HeaderValue::from_static("application/json"),
-        );
+        headers.insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
         if let Some(seconds) = self.retry_after {
             headers.insert(header::RETRY_AFTER, seconds.into());
         }
@@ -90,11 +65,9 @@ impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> ApiError {
         match error {
             StoreError::NotFound => ApiError::not_found("resource"),
-            StoreError::Conflict(what) => ApiError::new(
-                StatusCode::CONFLICT,
-                "conflict",
-                format!("{what} already exists"),
-            ),
+            StoreError::Conflict(what) => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", format!("{what} already exists"))
+            }
             StoreError::Io(io) if is_disk_full(&io) => ApiError::insufficient_storage(),
             other => ApiError::internal("storage", other),
         }
@@ -103,6 +76,5 @@ impl From<StoreError> for ApiError {
 
 /// ENOSPC or EDQUOT: the filesystem (or the user's quota) is full.
 pub fn is_disk_full(error: &std::io::Error) -> bool {
-    matches!(error.raw_os_error(), Some(28) | Some(122))
-        || error.kind() == std::io::ErrorKind::StorageFull
+    matches!(error.raw_os_error(), Some(28) | Some(122)) || error.kind() == std::io::ErrorKind::StorageFull
 }

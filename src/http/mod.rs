@@ -32,9 +32,7 @@ const LISTEN_BACKLOG: u32 = 1024;
 const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 pub fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into())
-        .map_err(|never: Infallible| match never {})
-        .boxed()
+    Full::new(bytes.into()).map_err(|never: Infallible| match never {}).boxed()
 }
 
 /// Maps request paths to the endpoints that serve them.
@@ -52,8 +50,7 @@ impl Router {
 
     /// Serves Engine.IO at `path` (with or without the trailing slash, as clients vary).
     pub fn mount_engine(mut self, path: &str, engine: Arc<Engine>) -> Router {
-        self.engines
-            .push((path.trim_end_matches('/').to_owned(), engine));
+        self.engines.push((path.trim_end_matches('/').to_owned(), engine));
         self
     }
 
@@ -69,15 +66,12 @@ impl Router {
 
     async fn route(&self, request: Request<Incoming>, remote: SocketAddr) -> Response<Body> {
         let path = request.uri().path();
-        let engine = self.engines.iter().find(|(mount, _)| {
-            path.strip_prefix(mount.as_str())
-                .is_some_and(|rest| rest.is_empty() || rest == "/")
-        });
+        let engine = self
+            .engines
+            .iter()
+            .find(|(mount, _)| path.strip_prefix(mount.as_str()).is_some_and(|rest| rest.is_empty() || rest == "/"));
         if let Some((_, engine)) = engine {
-            return engine
-                .handle(request, remote)
-                .await
-                .map(|body| body.map_err(|never| match never {}).boxed());
+            return engine.handle(request, remote).await.map(|body| body.map_err(|never| match never {}).boxed());
         }
         if let Some(api) = &self.api
             && path.starts_with("/api/")
@@ -90,11 +84,7 @@ impl Router {
 
 /// Binds with an explicit backlog and address reuse, so a restart can bind at once.
 pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(LISTEN_BACKLOG)

@@ -66,20 +66,12 @@ impl Client {
     }
 
     fn socket_count(&self) -> usize {
-        self.sockets
-            .lock()
-            .ok()
-            .and_then(|s| s.as_ref().map(Vec::len))
-            .unwrap_or(0)
+        self.sockets.lock().ok().and_then(|s| s.as_ref().map(Vec::len)).unwrap_or(0)
     }
 
     fn socket_for(&self, nsp: &str) -> Option<Arc<Socket>> {
         let sockets = self.sockets.lock().ok()?;
-        sockets
-            .as_ref()?
-            .iter()
-            .find(|s| s.namespace().name() == nsp)
-            .cloned()
+        sockets.as_ref()?.iter().find(|s| s.namespace().name() == nsp).cloned()
     }
 
     pub(super) fn forget(&self, socket: &Arc<Socket>) {
@@ -105,12 +97,7 @@ impl Client {
                     }
                     let sequence = self.sequence.fetch_add(1, Ordering::Relaxed);
                     let expected = packet.attachments;
-                    *partial = Some(Partial {
-                        packet,
-                        attachments: Vec::with_capacity(expected),
-                        bytes: 0,
-                        sequence,
-                    });
+                    *partial = Some(Partial { packet, attachments: Vec::with_capacity(expected), bytes: 0, sequence });
                     drop(partial);
                     self.expire_partial(sequence);
                     return Ok(());
@@ -120,9 +107,7 @@ impl Client {
             }
             Message::Binary(data) => {
                 let mut slot = self.partial.lock().map_err(|_| "poisoned")?;
-                let partial = slot
-                    .as_mut()
-                    .ok_or("binary message with no binary packet to complete")?;
+                let partial = slot.as_mut().ok_or("binary message with no binary packet to complete")?;
                 partial.bytes += data.len();
                 if partial.bytes > config.max_attachment_bytes {
                     return Err("attachments over the size limit");
@@ -135,11 +120,8 @@ impl Client {
                     return Ok(());
                 };
                 drop(slot);
-                let valid = done
-                    .packet
-                    .data
-                    .as_ref()
-                    .is_some_and(|d| placeholders_are_valid(d, done.attachments.len()));
+                let valid =
+                    done.packet.data.as_ref().is_some_and(|d| placeholders_are_valid(d, done.attachments.len()));
                 if !valid {
                     return Err("illegal attachments");
                 }
@@ -155,10 +137,7 @@ impl Client {
         tokio::spawn(async move {
             tokio::time::sleep(timeout).await;
             let Some(client) = weak.upgrade() else { return };
-            let stale = client
-                .partial
-                .lock()
-                .is_ok_and(|p| p.as_ref().is_some_and(|p| p.sequence == sequence));
+            let stale = client.partial.lock().is_ok_and(|p| p.as_ref().is_some_and(|p| p.sequence == sequence));
             if stale {
                 tracing::debug!(sid = %client.session.sid(), "binary attachments did not arrive in time");
                 client.session.close(CloseReason::ParseError);
@@ -185,12 +164,7 @@ impl Client {
                     return Err("event name is not a string");
                 };
                 let ack = packet.id.map(|id| AckSender::new(socket.clone(), id));
-                socket.namespace().clone().run_event(
-                    &socket,
-                    &event,
-                    Payload { args, attachments },
-                    ack,
-                );
+                socket.namespace().clone().run_event(&socket, &event, Payload { args, attachments }, ack);
             }
             PacketType::Ack | PacketType::BinaryAck => {
                 let (Some(socket), Some(id), Some(Value::Array(args))) =
@@ -219,9 +193,7 @@ impl Client {
             return;
         }
         let handshake = Handshake {
-            auth: packet
-                .data
-                .unwrap_or_else(|| Value::Object(Default::default())),
+            auth: packet.data.unwrap_or_else(|| Value::Object(Default::default())),
             request: self.session.request().clone(),
             issued: SystemTime::now(),
         };
@@ -233,23 +205,12 @@ impl Client {
                 return;
             }
         }
-        let socket = Arc::new(Socket::new(
-            namespace.clone(),
-            self.session.clone(),
-            self.me.clone(),
-            handshake,
-            extensions,
-        ));
+        let socket =
+            Arc::new(Socket::new(namespace.clone(), self.session.clone(), self.me.clone(), handshake, extensions));
         // Into the namespace first, then the client's list: a close that races this CONNECT
         // either finds the socket in the list or leaves `None` behind, and we tear down.
         namespace.insert(&socket);
-        let listed = match self
-            .sockets
-            .lock()
-            .ok()
-            .as_deref_mut()
-            .and_then(Option::as_mut)
-        {
+        let listed = match self.sockets.lock().ok().as_deref_mut().and_then(Option::as_mut) {
             Some(list) => {
                 list.push(socket.clone());
                 true
@@ -295,12 +256,7 @@ impl Connection for Client {
         if let Ok(mut partial) = self.partial.lock() {
             *partial = None;
         }
-        let sockets = self
-            .sockets
-            .lock()
-            .ok()
-            .and_then(|mut s| s.take())
-            .unwrap_or_default();
+        let sockets = self.sockets.lock().ok().and_then(|mut s| s.take()).unwrap_or_default();
         for socket in sockets {
             socket.teardown(DisconnectReason::Transport(reason));
         }

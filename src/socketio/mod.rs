@@ -82,12 +82,7 @@ pub struct SocketIo {
 
 impl SocketIo {
     pub fn new(config: SocketIoConfig) -> SocketIo {
-        SocketIo {
-            shared: Arc::new(Shared {
-                config,
-                namespaces: RwLock::default(),
-            }),
-        }
+        SocketIo { shared: Arc::new(Shared { config, namespaces: RwLock::default() }) }
     }
 
     /// The namespace called `name`, created on first use. Only created namespaces accept
@@ -97,10 +92,7 @@ impl SocketIo {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
         };
-        namespaces
-            .entry(name.to_owned())
-            .or_insert_with(|| Arc::new(Namespace::new(name)))
-            .clone()
+        namespaces.entry(name.to_owned()).or_insert_with(|| Arc::new(Namespace::new(name))).clone()
     }
 
     pub fn namespace(&self, name: &str) -> Option<Arc<Namespace>> {
@@ -133,9 +125,7 @@ impl Encoded {
         if attachments.is_empty() {
             return Encoded::One(text);
         }
-        let frames: Vec<Frame> = std::iter::once(text)
-            .chain(attachments.iter().cloned().map(Frame::binary))
-            .collect();
+        let frames: Vec<Frame> = std::iter::once(text).chain(attachments.iter().cloned().map(Frame::binary)).collect();
         Encoded::Group(frames.into())
     }
 
@@ -143,14 +133,7 @@ impl Encoded {
         let mut data = Vec::with_capacity(payload.args.len() + 1);
         data.push(Value::String(event.to_owned()));
         data.extend(payload.args.iter().cloned());
-        Self::with_args(
-            PacketType::Event,
-            PacketType::BinaryEvent,
-            nsp,
-            id,
-            data,
-            &payload.attachments,
-        )
+        Self::with_args(PacketType::Event, PacketType::BinaryEvent, nsp, id, data, &payload.attachments)
     }
 
     pub(crate) fn ack(nsp: &str, id: u64, payload: &Payload) -> Encoded {
@@ -172,18 +155,9 @@ impl Encoded {
         data: Vec<Value>,
         attachments: &[Bytes],
     ) -> Encoded {
-        let kind = if attachments.is_empty() {
-            plain
-        } else {
-            binary
-        };
-        let packet = Packet {
-            kind,
-            nsp: nsp.to_owned(),
-            id,
-            data: Some(Value::Array(data)),
-            attachments: attachments.len(),
-        };
+        let kind = if attachments.is_empty() { plain } else { binary };
+        let packet =
+            Packet { kind, nsp: nsp.to_owned(), id, data: Some(Value::Array(data)), attachments: attachments.len() };
         Self::packet(&packet, attachments)
     }
 

@@ -22,10 +22,7 @@ pub struct ConnectError {
 
 impl ConnectError {
     pub fn new(message: impl Into<String>) -> ConnectError {
-        ConnectError {
-            message: message.into(),
-            data: None,
-        }
+        ConnectError { message: message.into(), data: None }
     }
 
     pub fn with_data(mut self, data: Value) -> ConnectError {
@@ -43,8 +40,7 @@ impl ConnectError {
 }
 
 /// Runs on every CONNECT before the socket exists; may attach values the socket then carries.
-pub type Middleware =
-    Arc<dyn Fn(&Handshake, &mut Extensions) -> Result<(), ConnectError> + Send + Sync>;
+pub type Middleware = Arc<dyn Fn(&Handshake, &mut Extensions) -> Result<(), ConnectError> + Send + Sync>;
 pub type ConnectHandler = Arc<dyn Fn(&Arc<Socket>) + Send + Sync>;
 /// Handles one event; `ack` is present when the client asked for an acknowledgement.
 pub type EventHandler = Arc<dyn Fn(&Arc<Socket>, Payload, Option<AckSender>) + Send + Sync>;
@@ -82,10 +78,7 @@ impl Namespace {
     /// Adds a connect middleware; they run in the order added, the first error wins.
     pub fn use_middleware(
         &self,
-        middleware: impl Fn(&Handshake, &mut Extensions) -> Result<(), ConnectError>
-        + Send
-        + Sync
-        + 'static,
+        middleware: impl Fn(&Handshake, &mut Extensions) -> Result<(), ConnectError> + Send + Sync + 'static,
     ) -> &Self {
         if let Ok(mut handlers) = self.handlers.write() {
             handlers.middleware.push(Arc::new(middleware));
@@ -100,10 +93,7 @@ impl Namespace {
         self
     }
 
-    pub fn on_disconnect(
-        &self,
-        handler: impl Fn(&Arc<Socket>, DisconnectReason) + Send + Sync + 'static,
-    ) -> &Self {
+    pub fn on_disconnect(&self, handler: impl Fn(&Arc<Socket>, DisconnectReason) + Send + Sync + 'static) -> &Self {
         if let Ok(mut handlers) = self.handlers.write() {
             handlers.disconnect = Some(Arc::new(handler));
         }
@@ -142,12 +132,7 @@ impl Namespace {
 
     /// Everyone in the namespace, narrowed by `to` / `except`.
     pub fn broadcast(self: &Arc<Self>) -> BroadcastOperator {
-        BroadcastOperator {
-            namespace: self.clone(),
-            rooms: Vec::new(),
-            except: Vec::new(),
-            except_socket: None,
-        }
+        BroadcastOperator { namespace: self.clone(), rooms: Vec::new(), except: Vec::new(), except_socket: None }
     }
 
     pub fn emit(self: &Arc<Self>, event: &str, payload: impl Into<Payload>) -> usize {
@@ -155,10 +140,7 @@ impl Namespace {
     }
 
     pub(super) fn middleware(&self) -> Vec<Middleware> {
-        self.handlers
-            .read()
-            .map(|h| h.middleware.clone())
-            .unwrap_or_default()
+        self.handlers.read().map(|h| h.middleware.clone()).unwrap_or_default()
     }
 
     pub(super) fn insert(&self, socket: &Arc<Socket>) {
@@ -172,10 +154,7 @@ impl Namespace {
     }
 
     pub(super) fn join(&self, room: Room, socket: &Arc<Socket>) -> bool {
-        self.rooms
-            .write()
-            .map(|mut rooms| rooms.join(room, socket))
-            .unwrap_or(false)
+        self.rooms.write().map(|mut rooms| rooms.join(room, socket)).unwrap_or(false)
     }
 
     pub(super) fn leave(&self, room: &str, id: &SocketId) {
@@ -198,18 +177,8 @@ impl Namespace {
         }
     }
 
-    pub(super) fn run_event(
-        &self,
-        socket: &Arc<Socket>,
-        event: &str,
-        payload: Payload,
-        ack: Option<AckSender>,
-    ) {
-        let handler = self
-            .handlers
-            .read()
-            .ok()
-            .and_then(|h| h.events.get(event).cloned());
+    pub(super) fn run_event(&self, socket: &Arc<Socket>, event: &str, payload: Payload, ack: Option<AckSender>) {
+        let handler = self.handlers.read().ok().and_then(|h| h.events.get(event).cloned());
         match handler {
             Some(handler) => handler(socket, payload, ack),
             None => tracing::trace!(socket = %socket.id(), event, "no handler for event"),
@@ -248,26 +217,17 @@ impl BroadcastOperator {
     pub fn emit(&self, event: &str, payload: impl Into<Payload>) -> usize {
         let encoded = Encoded::event(self.namespace.name(), event, None, &payload.into());
         let recipients = self.recipients();
-        recipients
-            .iter()
-            .filter(|socket| socket.send(&encoded).is_ok())
-            .count()
+        recipients.iter().filter(|socket| socket.send(&encoded).is_ok()).count()
     }
 
     fn recipients(&self) -> Vec<Arc<Socket>> {
         if self.rooms.is_empty() {
             let excluded = self.rooms_members(&self.except);
-            let sockets = self
-                .namespace
-                .sockets
-                .read()
-                .map(|s| s.values().cloned().collect::<Vec<_>>())
-                .unwrap_or_default();
+            let sockets =
+                self.namespace.sockets.read().map(|s| s.values().cloned().collect::<Vec<_>>()).unwrap_or_default();
             return sockets
                 .into_iter()
-                .filter(|s| {
-                    Some(s.id()) != self.except_socket.as_ref() && !excluded.contains(s.id())
-                })
+                .filter(|s| Some(s.id()) != self.except_socket.as_ref() && !excluded.contains(s.id()))
                 .collect();
         }
         self.namespace
@@ -284,12 +244,7 @@ impl BroadcastOperator {
         self.namespace
             .rooms
             .read()
-            .map(|r| {
-                r.recipients(rooms, &[], None)
-                    .into_iter()
-                    .map(|s| s.id().clone())
-                    .collect()
-            })
+            .map(|r| r.recipients(rooms, &[], None).into_iter().map(|s| s.id().clone()).collect())
             .unwrap_or_default()
     }
 }

@@ -39,14 +39,8 @@ impl PacketType {
 }
 
 /// Event names a client may not use: they mean something to the library itself.
-pub const RESERVED_EVENTS: [&str; 6] = [
-    "connect",
-    "connect_error",
-    "disconnect",
-    "disconnecting",
-    "newListener",
-    "removeListener",
-];
+pub const RESERVED_EVENTS: [&str; 6] =
+    ["connect", "connect_error", "disconnect", "disconnecting", "newListener", "removeListener"];
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Packet {
@@ -77,16 +71,12 @@ pub enum ParseError {
 impl Packet {
     pub fn decode(text: &str) -> Result<Packet, ParseError> {
         let bytes = text.as_bytes();
-        let kind = PacketType::from_byte(*bytes.first().ok_or(ParseError::Empty)?)
-            .ok_or(ParseError::UnknownType)?;
+        let kind = PacketType::from_byte(*bytes.first().ok_or(ParseError::Empty)?).ok_or(ParseError::UnknownType)?;
         let mut i = 1;
 
         let mut attachments = 0;
         if kind.is_binary() {
-            let dash = text[i..]
-                .find('-')
-                .map(|p| p + i)
-                .ok_or(ParseError::IllegalAttachments)?;
+            let dash = text[i..].find('-').map(|p| p + i).ok_or(ParseError::IllegalAttachments)?;
             let digits = &text[i..dash];
             if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
                 return Err(ParseError::IllegalAttachments);
@@ -114,9 +104,7 @@ impl Packet {
 
         let digits = bytes[i..].iter().take_while(|b| b.is_ascii_digit()).count();
         let id = if digits > 0 {
-            let id = text[i..i + digits]
-                .parse()
-                .map_err(|_| ParseError::IdOutOfRange)?;
+            let id = text[i..i + digits].parse().map_err(|_| ParseError::IdOutOfRange)?;
             i += digits;
             Some(id)
         } else {
@@ -131,13 +119,7 @@ impl Packet {
         if !payload_is_valid(kind, data.as_ref()) {
             return Err(ParseError::InvalidPayload);
         }
-        Ok(Packet {
-            kind,
-            nsp: nsp.to_owned(),
-            id,
-            data,
-            attachments,
-        })
+        Ok(Packet { kind, nsp: nsp.to_owned(), id, data, attachments })
     }
 
     pub fn encode(&self) -> String {
@@ -186,10 +168,7 @@ pub fn placeholders_are_valid(value: &Value, count: usize) -> bool {
         Value::Array(items) => items.iter().all(|item| placeholders_are_valid(item, count)),
         Value::Object(map) => {
             if map.get("_placeholder") == Some(&Value::Bool(true)) {
-                return map
-                    .get("num")
-                    .and_then(Value::as_u64)
-                    .is_some_and(|num| (num as usize) < count);
+                return map.get("num").and_then(Value::as_u64).is_some_and(|num| (num as usize) < count);
             }
             map.values().all(|item| placeholders_are_valid(item, count))
         }
@@ -206,10 +185,7 @@ pub struct Payload {
 
 impl Payload {
     pub fn new(args: Vec<Value>) -> Payload {
-        Payload {
-            args,
-            attachments: Vec::new(),
-        }
+        Payload { args, attachments: Vec::new() }
     }
 
     /// Arguments that reference `attachments` through `{"_placeholder":true,"num":n}`.
@@ -251,10 +227,7 @@ mod tests {
     #[test]
     fn decodes_connect_with_and_without_namespace_comma() {
         let p = decode("0").unwrap();
-        assert_eq!(
-            (p.kind, p.nsp.as_str(), p.data),
-            (PacketType::Connect, "/", None)
-        );
+        assert_eq!((p.kind, p.nsp.as_str(), p.data), (PacketType::Connect, "/", None));
         assert_eq!(decode("0/custom").unwrap().nsp, "/custom");
         assert_eq!(decode("0/custom,").unwrap().nsp, "/custom");
         let p = decode(r#"0/custom,{"token":"abc"}"#).unwrap();
@@ -264,10 +237,7 @@ mod tests {
     #[test]
     fn decodes_events_acks_and_binary() {
         let p = decode(r#"2/chat,12["hello",1]"#).unwrap();
-        assert_eq!(
-            (p.kind, p.nsp.as_str(), p.id),
-            (PacketType::Event, "/chat", Some(12))
-        );
+        assert_eq!((p.kind, p.nsp.as_str(), p.id), (PacketType::Event, "/chat", Some(12)));
         assert_eq!(p.event_name(), Some("hello"));
         let p = decode(r#"51-["up",{"num":0,"_placeholder":true}]"#).unwrap();
         assert_eq!((p.kind, p.attachments), (PacketType::BinaryEvent, 1));
@@ -316,15 +286,11 @@ mod tests {
     fn random_input_never_panics() {
         use rand::{Rng, SeedableRng};
         // Protocol characters, digits, JSON punctuation and multibyte characters, shuffled.
-        let alphabet: Vec<char> = "0123456789-/,[]{}\":_placeholdernumtrue é€😀\\"
-            .chars()
-            .collect();
+        let alphabet: Vec<char> = "0123456789-/,[]{}\":_placeholdernumtrue é€😀\\".chars().collect();
         let mut rng = rand::rngs::StdRng::seed_from_u64(0x7a11);
         for _ in 0..50_000 {
             let len = rng.random_range(0..40);
-            let text: String = (0..len)
-                .map(|_| alphabet[rng.random_range(0..alphabet.len())])
-                .collect();
+            let text: String = (0..len).map(|_| alphabet[rng.random_range(0..alphabet.len())]).collect();
             if let Ok(packet) = decode(&text) {
                 // Whatever decodes re-encodes to something that decodes the same way.
                 assert_eq!(decode(&packet.encode()).as_ref(), Ok(&packet), "{text:?}");
@@ -350,13 +316,7 @@ mod tests {
             attachments: 1,
         };
         assert_eq!(p.encode(), r#"61-3[{"_placeholder":true,"num":0}]"#);
-        let p = Packet {
-            kind: PacketType::Disconnect,
-            nsp: "/admin".into(),
-            id: None,
-            data: None,
-            attachments: 0,
-        };
+        let p = Packet { kind: PacketType::Disconnect, nsp: "/admin".into(), id: None, data: None, attachments: 0 };
         assert_eq!(p.encode(), "1/admin,");
         let round = decode(r#"2/a,5["x",{"b":1,"a":2}]"#).unwrap();
         assert_eq!(round.encode(), r#"2/a,5["x",{"b":1,"a":2}]"#);

@@ -17,11 +17,7 @@ pub(super) struct Rooms {
 
 impl Rooms {
     pub(super) fn join(&mut self, room: Room, socket: &Arc<Socket>) -> bool {
-        self.members
-            .entry(room)
-            .or_default()
-            .insert(socket.id().clone(), socket.clone())
-            .is_none()
+        self.members.entry(room).or_default().insert(socket.id().clone(), socket.clone()).is_none()
     }
 
     pub(super) fn leave(&mut self, room: &str, socket: &SocketId) -> bool {

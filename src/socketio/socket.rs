@@ -72,10 +72,7 @@ pub struct Socket {
 
 impl std::fmt::Debug for Socket {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Socket")
-            .field("id", &self.id)
-            .field("nsp", &self.namespace.name())
-            .finish_non_exhaustive()
+        f.debug_struct("Socket").field("id", &self.id).field("nsp", &self.namespace.name()).finish_non_exhaustive()
     }
 }
 
@@ -128,12 +125,7 @@ impl Socket {
     }
 
     pub fn emit(&self, event: &str, payload: impl Into<Payload>) -> Result<(), EmitError> {
-        self.send(&Encoded::event(
-            self.namespace.name(),
-            event,
-            None,
-            &payload.into(),
-        ))
+        self.send(&Encoded::event(self.namespace.name(), event, None, &payload.into()))
     }
 
     /// Emits and waits for the client's acknowledgement, at most `timeout`.
@@ -148,12 +140,7 @@ impl Socket {
         if let Ok(mut acks) = self.acks.lock() {
             acks.insert(id, tx);
         }
-        let sent = self.send(&Encoded::event(
-            self.namespace.name(),
-            event,
-            Some(id),
-            &payload.into(),
-        ));
+        let sent = self.send(&Encoded::event(self.namespace.name(), event, Some(id), &payload.into()));
         let socket = Arc::downgrade(self);
         async move {
             sent?;
@@ -249,11 +236,7 @@ impl Socket {
         if !self.connected.swap(false, Ordering::AcqRel) {
             return;
         }
-        let rooms = self
-            .rooms
-            .lock()
-            .map(|mut r| std::mem::take(&mut *r))
-            .unwrap_or_default();
+        let rooms = self.rooms.lock().map(|mut r| std::mem::take(&mut *r)).unwrap_or_default();
         for room in &rooms {
             self.namespace.leave(room, &self.id);
         }

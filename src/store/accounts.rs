@@ -17,11 +17,7 @@ pub struct NewUser<'a> {
 impl Store {
     /// Creates an organization; its name must be new on this box.
     pub fn create_org(&self, name: &str) -> Result<Organization, StoreError> {
-        let org = Organization {
-            id: new_id(),
-            name: name.trim().to_owned(),
-            created_at: now_ms(),
-        };
+        let org = Organization { id: new_id(), name: name.trim().to_owned(), created_at: now_ms() };
         let record = encode(&org)?;
         let key = org.name.to_lowercase();
         (&self.orgs, &self.org_names).transaction(|(orgs, names)| {
@@ -96,10 +92,7 @@ impl Store {
 
     /// Deletes a user of `org_id`; a user of another organization is `NotFound`.
     pub fn delete_user(&self, org_id: &str, id: &str) -> Result<User, StoreError> {
-        let user = self
-            .user(id)?
-            .filter(|u| u.org_id == org_id)
-            .ok_or(StoreError::NotFound)?;
+        let user = self.user(id)?.filter(|u| u.org_id == org_id).ok_or(StoreError::NotFound)?;
         (&self.users, &self.user_emails).transaction(|(users, emails)| {
             users.remove(user.id.as_bytes())?;
             emails.remove(user.email.as_bytes())?;
@@ -109,10 +102,7 @@ impl Store {
     }
 
     pub fn set_role(&self, org_id: &str, id: &str, role: Role) -> Result<User, StoreError> {
-        let mut user = self
-            .user(id)?
-            .filter(|u| u.org_id == org_id)
-            .ok_or(StoreError::NotFound)?;
+        let mut user = self.user(id)?.filter(|u| u.org_id == org_id).ok_or(StoreError::NotFound)?;
         user.role = role;
         self.users.insert(user.id.as_bytes(), encode(&user)?)?;
         Ok(user)
@@ -120,11 +110,7 @@ impl Store {
 
     /// Admins of an organization, to keep at least one.
     pub fn admin_count(&self, org_id: &str) -> Result<usize, StoreError> {
-        Ok(self
-            .users_of(org_id)?
-            .iter()
-            .filter(|u| u.role == Role::Admin)
-            .count())
+        Ok(self.users_of(org_id)?.iter().filter(|u| u.role == Role::Admin).count())
     }
 }
 
@@ -141,35 +127,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let org = store.create_org("Acme").unwrap();
-        assert!(matches!(
-            store.create_org("acme "),
-            Err(StoreError::Conflict(_))
-        ));
-        let new = |email| NewUser {
-            org_id: &org.id,
-            email,
-            role: Role::Admin,
-            password_hash: "x".into(),
-        };
+        assert!(matches!(store.create_org("acme "), Err(StoreError::Conflict(_))));
+        let new = |email| NewUser { org_id: &org.id, email, role: Role::Admin, password_hash: "x".into() };
         let user = store.create_user(new("Ann@Example.com")).unwrap();
         assert_eq!(user.email, "ann@example.com");
-        assert!(matches!(
-            store.create_user(new("ann@example.COM")),
-            Err(StoreError::Conflict(_))
-        ));
-        assert_eq!(
-            store.user_by_email(" ANN@example.com").unwrap().unwrap().id,
-            user.id
-        );
+        assert!(matches!(store.create_user(new("ann@example.COM")), Err(StoreError::Conflict(_))));
+        assert_eq!(store.user_by_email(" ANN@example.com").unwrap().unwrap().id, user.id);
         let other = store.create_org("Other").unwrap();
-        assert!(matches!(
-            store.delete_user(&other.id, &user.id),
-            Err(StoreError::NotFound)
-        ));
+        assert!(matches!(store.delete_user(&other.id, &user.id), Err(StoreError::NotFound)));
         store.delete_user(&org.id, &user.id).unwrap();
         assert!(store.user_by_email("ann@example.com").unwrap().is_none());
-        store
-            .create_user(new("ann@example.com"))
-            .expect("the email is free again");
+        store.create_user(new("ann@example.com")).expect("the email is free again");
     }
 }

@@ -13,10 +13,7 @@ pub struct VideoFiles {
 
 impl VideoFiles {
     pub fn new(data_dir: &Path) -> io::Result<VideoFiles> {
-        let files = VideoFiles {
-            root: data_dir.join("videos"),
-            temp: data_dir.join("tmp"),
-        };
+        let files = VideoFiles { root: data_dir.join("videos"), temp: data_dir.join("tmp") };
         fs::create_dir_all(&files.root)?;
         fs::create_dir_all(&files.temp)?;
         Ok(files)

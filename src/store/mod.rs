@@ -84,16 +84,13 @@ impl Store {
     pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
         std::fs::create_dir_all(data_dir)?;
         let path = data_dir.join("db");
-        let db = sled::Config::new()
-            .path(&path)
-            .open()
-            .map_err(|error| match error {
-                // sled wraps the failed flock in a custom error; its text is all there is to match.
-                sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
-                    StoreError::Locked { path: path.clone() }
-                }
-                other => StoreError::Sled(other),
-            })?;
+        let db = sled::Config::new().path(&path).open().map_err(|error| match error {
+            // sled wraps the failed flock in a custom error; its text is all there is to match.
+            sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
+                StoreError::Locked { path: path.clone() }
+            }
+            other => StoreError::Sled(other),
+        })?;
         let store = Store {
             meta: db.open_tree("meta")?,
             orgs: db.open_tree("orgs")?,
@@ -124,30 +121,22 @@ impl Store {
     }
 
     pub fn schema_version(&self) -> Result<Option<u32>, StoreError> {
-        Ok(self
-            .meta
-            .get(SCHEMA_KEY)?
-            .map(|raw| u32::from_be_bytes(raw.as_ref().try_into().unwrap_or([0; 4]))))
+        Ok(self.meta.get(SCHEMA_KEY)?.map(|raw| u32::from_be_bytes(raw.as_ref().try_into().unwrap_or([0; 4]))))
     }
 
     fn migrate(&self) -> Result<(), StoreError> {
         match self.schema_version()? {
             None => {
-                self.meta
-                    .insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
+                self.meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
                 self.db.flush()?;
             }
             Some(found) if found > SCHEMA_VERSION => {
-                return Err(StoreError::TooNew {
-                    found,
-                    known: SCHEMA_VERSION,
-                });
+                return Err(StoreError::TooNew { found, known: SCHEMA_VERSION });
             }
             Some(found) if found < SCHEMA_VERSION => {
                 // Future migrations run here, one version at a time, each in a transaction.
                 tracing::info!(from = found, to = SCHEMA_VERSION, "migrating the database");
-                self.meta
-                    .insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
+                self.meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
                 self.db.flush()?;
             }
             Some(_) => {}
@@ -177,12 +166,7 @@ impl Store {
             }
         }
         if temp + orphan_dirs + orphan_records > 0 {
-            tracing::warn!(
-                temp,
-                orphan_dirs,
-                orphan_records,
-                "cleaned up after an interrupted run"
-            );
+            tracing::warn!(temp, orphan_dirs, orphan_records, "cleaned up after an interrupted run");
             self.db.flush()?;
         }
         Ok(())
@@ -190,10 +174,7 @@ impl Store {
 }
 
 pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 pub fn new_id() -> String {
@@ -218,16 +199,10 @@ mod tests {
         {
             let store = Store::open(dir.path()).unwrap();
             assert_eq!(store.schema_version().unwrap(), Some(SCHEMA_VERSION));
-            store
-                .meta
-                .insert(SCHEMA_KEY, &(SCHEMA_VERSION + 1).to_be_bytes())
-                .unwrap();
+            store.meta.insert(SCHEMA_KEY, &(SCHEMA_VERSION + 1).to_be_bytes()).unwrap();
             store.db.flush().unwrap();
         }
-        assert!(matches!(
-            Store::open(dir.path()),
-            Err(StoreError::TooNew { .. })
-        ));
+        assert!(matches!(Store::open(dir.path()), Err(StoreError::TooNew { .. })));
     }
 
     #[test]
@@ -235,10 +210,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let _first = Store::open(dir.path()).unwrap();
         let second = Store::open(dir.path());
-        assert!(
-            matches!(second, Err(StoreError::Locked { .. })),
-            "{:?}",
-            second.err()
-        );
+        assert!(matches!(second, Err(StoreError::Locked { .. })), "{:?}", second.err());
     }
 }

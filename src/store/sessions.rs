@@ -30,12 +30,7 @@ fn random_token() -> String {
 
 impl Store {
     /// Issues a refresh token, in a new family unless `family` is given.
-    pub fn issue_refresh(
-        &self,
-        user_id: &str,
-        org_id: &str,
-        ttl_ms: u64,
-    ) -> Result<String, StoreError> {
+    pub fn issue_refresh(&self, user_id: &str, org_id: &str, ttl_ms: u64) -> Result<String, StoreError> {
         let token = random_token();
         let record = RefreshToken {
             user_id: user_id.to_owned(),
@@ -57,36 +52,31 @@ impl Store {
         let old_key = hash(token);
         let new_token = random_token();
         let new_key = hash(&new_token);
-        let outcome =
-            (&self.refresh, &self.revoked_families).transaction(|(refresh, revoked)| {
-                let Some(raw) = refresh.get(&old_key)? else {
-                    return Ok(Err(RefreshRefusal::Unknown));
-                };
-                let mut record: RefreshToken = match decode(&raw) {
-                    Ok(record) => record,
-                    Err(error) => return abort(error),
-                };
-                if revoked.get(record.family.as_bytes())?.is_some() {
-                    return Ok(Err(RefreshRefusal::Revoked));
-                }
-                if record.rotated {
-                    revoked.insert(record.family.as_bytes(), &now_ms().to_be_bytes())?;
-                    return Ok(Err(RefreshRefusal::Reused));
-                }
-                if record.expires_at <= now_ms() {
-                    return Ok(Err(RefreshRefusal::Expired));
-                }
-                record.rotated = true;
-                let updated = encode(&record).or_else(abort)?;
-                refresh.insert(old_key.as_slice(), updated)?;
-                let next = RefreshToken {
-                    expires_at: now_ms() + ttl_ms,
-                    rotated: false,
-                    ..record.clone()
-                };
-                refresh.insert(new_key.as_slice(), encode(&next).or_else(abort)?)?;
-                Ok(Ok(record))
-            })?;
+        let outcome = (&self.refresh, &self.revoked_families).transaction(|(refresh, revoked)| {
+            let Some(raw) = refresh.get(&old_key)? else {
+                return Ok(Err(RefreshRefusal::Unknown));
+            };
+            let mut record: RefreshToken = match decode(&raw) {
+                Ok(record) => record,
+                Err(error) => return abort(error),
+            };
+            if revoked.get(record.family.as_bytes())?.is_some() {
+                return Ok(Err(RefreshRefusal::Revoked));
+            }
+            if record.rotated {
+                revoked.insert(record.family.as_bytes(), &now_ms().to_be_bytes())?;
+                return Ok(Err(RefreshRefusal::Reused));
+            }
+            if record.expires_at <= now_ms() {
+                return Ok(Err(RefreshRefusal::Expired));
+            }
+            record.rotated = true;
+            let updated = encode(&record).or_else(abort)?;
+            refresh.insert(old_key.as_slice(), updated)?;
+            let next = RefreshToken { expires_at: now_ms() + ttl_ms, rotated: false, ..record.clone() };
+            refresh.insert(new_key.as_slice(), encode(&next).or_else(abort)?)?;
+            Ok(Ok(record))
+        })?;
         Ok(outcome.map(|record| (record, new_token)))
     }
 
@@ -94,8 +84,7 @@ impl Store {
     pub fn revoke_refresh(&self, token: &str) -> Result<(), StoreError> {
         if let Some(raw) = self.refresh.get(hash(token))? {
             let record: RefreshToken = decode(&raw)?;
-            self.revoked_families
-                .insert(record.family.as_bytes(), &now_ms().to_be_bytes())?;
+            self.revoked_families.insert(record.family.as_bytes(), &now_ms().to_be_bytes())?;
         }
         Ok(())
     }
@@ -111,34 +100,16 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let first = store.issue_refresh("u", "o", 60_000).unwrap();
         let (record, second) = store.rotate_refresh(&first, 60_000).unwrap().unwrap();
-        assert_eq!(
-            (record.user_id.as_str(), record.org_id.as_str()),
-            ("u", "o")
-        );
+        assert_eq!((record.user_id.as_str(), record.org_id.as_str()), ("u", "o"));
         // The thief replays the first token: refused, and the family dies with it.
-        assert_eq!(
-            store.rotate_refresh(&first, 60_000).unwrap().err(),
-            Some(RefreshRefusal::Reused)
-        );
-        assert_eq!(
-            store.rotate_refresh(&second, 60_000).unwrap().err(),
-            Some(RefreshRefusal::Revoked)
-        );
-        assert_eq!(
-            store.rotate_refresh("nope", 60_000).unwrap().err(),
-            Some(RefreshRefusal::Unknown)
-        );
+        assert_eq!(store.rotate_refresh(&first, 60_000).unwrap().err(), Some(RefreshRefusal::Reused));
+        assert_eq!(store.rotate_refresh(&second, 60_000).unwrap().err(), Some(RefreshRefusal::Revoked));
+        assert_eq!(store.rotate_refresh("nope", 60_000).unwrap().err(), Some(RefreshRefusal::Unknown));
 
         let expired = store.issue_refresh("u", "o", 0).unwrap();
-        assert_eq!(
-            store.rotate_refresh(&expired, 60_000).unwrap().err(),
-            Some(RefreshRefusal::Expired)
-        );
+        assert_eq!(store.rotate_refresh(&expired, 60_000).unwrap().err(), Some(RefreshRefusal::Expired));
         let logged_out = store.issue_refresh("u", "o", 60_000).unwrap();
         store.revoke_refresh(&logged_out).unwrap();
-        assert_eq!(
-            store.rotate_refresh(&logged_out, 60_000).unwrap().err(),
-            Some(RefreshRefusal::Revoked)
-        );
+        assert_eq!(store.rotate_refresh(&logged_out, 60_000).unwrap().err(), Some(RefreshRefusal::Revoked));
     }
 }

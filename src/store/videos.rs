@@ -23,8 +23,7 @@ fn key(org_id: &str, id: &str) -> Vec<u8> {
 
 impl Store {
     pub fn insert_video(&self, video: &Video) -> Result<(), StoreError> {
-        self.videos
-            .insert(key(&video.org_id, &video.id), encode(video)?)?;
+        self.videos.insert(key(&video.org_id, &video.id), encode(video)?)?;
         Ok(())
     }
 
@@ -32,17 +31,10 @@ impl Store {
         if org_id.contains('/') || id.contains('/') {
             return Ok(None);
         }
-        self.videos
-            .get(key(org_id, id))?
-            .map(|raw| decode(&raw))
-            .transpose()
+        self.videos.get(key(org_id, id))?.map(|raw| decode(&raw)).transpose()
     }
 
-    pub fn list_videos(
-        &self,
-        org_id: &str,
-        query: &VideoQuery<'_>,
-    ) -> Result<VideoPage, StoreError> {
+    pub fn list_videos(&self, org_id: &str, query: &VideoQuery<'_>) -> Result<VideoPage, StoreError> {
         let prefix = format!("{org_id}/");
         let upper = match query.before {
             Some(before) => key(org_id, before),
@@ -67,12 +59,7 @@ impl Store {
     }
 
     /// Applies `change` to a video atomically and returns the new record.
-    pub fn update_video(
-        &self,
-        org_id: &str,
-        id: &str,
-        change: impl Fn(&mut Video),
-    ) -> Result<Video, StoreError> {
+    pub fn update_video(&self, org_id: &str, id: &str, change: impl Fn(&mut Video)) -> Result<Video, StoreError> {
         if self.video(org_id, id)?.is_none() {
             return Err(StoreError::NotFound);
         }
@@ -102,10 +89,7 @@ impl Store {
     /// Removes the record, then the files: a crash in between leaves only files without a
     /// record, which the next start removes.
     pub fn delete_video(&self, org_id: &str, id: &str) -> Result<Video, StoreError> {
-        let raw = self
-            .videos
-            .remove(key(org_id, id))?
-            .ok_or(StoreError::NotFound)?;
+        let raw = self.videos.remove(key(org_id, id))?.ok_or(StoreError::NotFound)?;
         let video: Video = decode(&raw)?;
         self.files.remove(&video.id)?;
         Ok(video)
@@ -157,69 +141,29 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let mut ids = Vec::new();
         for i in 0..5 {
-            let status = if i % 2 == 0 {
-                VideoStatus::Uploaded
-            } else {
-                VideoStatus::Failed
-            };
+            let status = if i % 2 == 0 { VideoStatus::Uploaded } else { VideoStatus::Failed };
             let v = video("org1", &format!("v{i}"), status);
             store.insert_video(&v).unwrap();
             ids.push(v.id);
             std::thread::sleep(std::time::Duration::from_millis(2));
         }
-        store
-            .insert_video(&video("org10", "other org", VideoStatus::Uploaded))
-            .unwrap();
-        store
-            .insert_video(&video("org", "prefix org", VideoStatus::Uploaded))
-            .unwrap();
-        let page = store
-            .list_videos(
-                "org1",
-                &VideoQuery {
-                    status: None,
-                    limit: 2,
-                    before: None,
-                },
-            )
-            .unwrap();
+        store.insert_video(&video("org10", "other org", VideoStatus::Uploaded)).unwrap();
+        store.insert_video(&video("org", "prefix org", VideoStatus::Uploaded)).unwrap();
+        let page = store.list_videos("org1", &VideoQuery { status: None, limit: 2, before: None }).unwrap();
         let titles: Vec<_> = page.items.iter().map(|v| v.title.as_str()).collect();
         assert_eq!(titles, ["v4", "v3"]);
-        let page = store
-            .list_videos(
-                "org1",
-                &VideoQuery {
-                    status: None,
-                    limit: 10,
-                    before: page.next.as_deref(),
-                },
-            )
-            .unwrap();
+        let page =
+            store.list_videos("org1", &VideoQuery { status: None, limit: 10, before: page.next.as_deref() }).unwrap();
         let titles: Vec<_> = page.items.iter().map(|v| v.title.as_str()).collect();
         assert_eq!(titles, ["v2", "v1", "v0"]);
         assert!(page.next.is_none());
         let failed = store
-            .list_videos(
-                "org1",
-                &VideoQuery {
-                    status: Some(VideoStatus::Failed),
-                    limit: 10,
-                    before: None,
-                },
-            )
+            .list_videos("org1", &VideoQuery { status: Some(VideoStatus::Failed), limit: 10, before: None })
             .unwrap();
         assert_eq!(failed.items.len(), 2);
-        assert!(
-            store.video("org10", &ids[0]).unwrap().is_none(),
-            "another org's video is not found"
-        );
-        let updated = store
-            .update_video("org1", &ids[0], |v| v.title = "renamed".into())
-            .unwrap();
+        assert!(store.video("org10", &ids[0]).unwrap().is_none(), "another org's video is not found");
+        let updated = store.update_video("org1", &ids[0], |v| v.title = "renamed".into()).unwrap();
         assert_eq!(updated.title, "renamed");
-        assert!(matches!(
-            store.update_video("org10", &ids[0], |_| {}),
-            Err(StoreError::NotFound)
-        ));
+        assert!(matches!(store.update_video("org10", &ids[0], |_| {}), Err(StoreError::NotFound)));
     }
 }

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod node;
+pub mod process;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,14 +30,9 @@ struct Running {
 }
 
 impl Running {
-    fn spawn<F: Future<Output = ()> + Send + 'static>(
-        serve: impl FnOnce(oneshot::Receiver<()>) -> F,
-    ) -> Running {
+    fn spawn<F: Future<Output = ()> + Send + 'static>(serve: impl FnOnce(oneshot::Receiver<()>) -> F) -> Running {
         let (tx, rx) = oneshot::channel();
-        Running {
-            shutdown: Some(tx),
-            task: Some(tokio::spawn(serve(rx))),
-        }
+        Running { shutdown: Some(tx), task: Some(tokio::spawn(serve(rx))) }
     }
 
     async fn stop(&mut self) {
@@ -88,52 +84,48 @@ pub struct Reply {
     pub status: u16,
     pub headers: HeaderMap,
     pub body: String,
+    pub bytes: Bytes,
 }
 
 impl Reply {
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
     }
 }
 
 /// One request on a fresh connection, so requests can overlap as a browser's would.
-pub async fn request(
+pub async fn request(addr: SocketAddr, method: Method, path: &str, body: &[u8], headers: &[(&str, &str)]) -> Reply {
+    let body = Full::new(Bytes::copy_from_slice(body)).map_err(|never| match never {}).boxed();
+    request_with_body(addr, method, path, body, headers).await
+}
+
+pub type RequestBody = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
+
+/// A request whose body may be streamed (large or deliberately slow uploads).
+pub async fn request_with_body(
     addr: SocketAddr,
     method: Method,
     path: &str,
-    body: &[u8],
+    body: RequestBody,
     headers: &[(&str, &str)],
 ) -> Reply {
     let stream = TcpStream::connect(addr).await.expect("connect");
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .expect("handshake");
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("handshake");
     tokio::spawn(connection);
-    let mut builder = Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", addr.to_string());
+    let mut builder = Request::builder().method(method).uri(path).header("host", addr.to_string());
     for (name, value) in headers {
         builder = builder.header(*name, *value);
     }
-    let request = builder
-        .body(Full::new(Bytes::copy_from_slice(body)))
-        .unwrap();
-    let response = sender.send_request(request).await.expect("response");
+    let response = match sender.send_request(builder.body(body).unwrap()).await {
+        Ok(response) => response,
+        // The server may answer early (413, 507) and close while the body is still going.
+        Err(error) => panic!("request failed: {error}"),
+    };
     let status = response.status().as_u16();
     let headers = response.headers().clone();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
-    Reply {
-        status,
-        headers,
-        body: String::from_utf8_lossy(&body).into_owned(),
-    }
+    let bytes = response.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    Reply { status, headers, body: String::from_utf8_lossy(&bytes).into_owned(), bytes }
 }
 
 pub async fn get(addr: SocketAddr, path: &str) -> Reply {
@@ -141,22 +133,14 @@ pub async fn get(addr: SocketAddr, path: &str) -> Reply {
 }
 
 pub async fn post(addr: SocketAddr, path: &str, body: &str) -> Reply {
-    request(
-        addr,
-        Method::POST,
-        path,
-        body.as_bytes(),
-        &[("content-type", "text/plain;charset=UTF-8")],
-    )
-    .await
+    request(addr, Method::POST, path, body.as_bytes(), &[("content-type", "text/plain;charset=UTF-8")]).await
 }
 
 /// Opens a polling session under `mount` (e.g. `/engine.io/`) and returns its sid.
 pub async fn open_polling(addr: SocketAddr, mount: &str) -> String {
     let reply = get(addr, &format!("{mount}?EIO=4&transport=polling")).await;
     assert_eq!(reply.status, 200, "handshake: {}", reply.body);
-    let open: serde_json::Value =
-        serde_json::from_str(reply.body.strip_prefix('0').expect("open packet")).unwrap();
+    let open: serde_json::Value = serde_json::from_str(reply.body.strip_prefix('0').expect("open packet")).unwrap();
     open["sid"].as_str().unwrap().to_owned()
 }
 
@@ -164,22 +148,14 @@ pub fn polling_url(mount: &str, sid: &str) -> String {
     format!("{mount}?EIO=4&transport=polling&sid={sid}")
 }
 
-pub async fn ws_connect(
-    addr: SocketAddr,
-    path: &str,
-) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
-    tokio_tungstenite::connect_async(format!("ws://{addr}{path}"))
-        .await
-        .map(|(ws, _)| ws)
+pub async fn ws_connect(addr: SocketAddr, path: &str) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+    tokio_tungstenite::connect_async(format!("ws://{addr}{path}")).await.map(|(ws, _)| ws)
 }
 
 /// The next text or binary message, failing the test after 5 s.
 pub async fn next_message(ws: &mut Ws) -> Option<Message> {
     loop {
-        match tokio::time::timeout(Duration::from_secs(5), ws.next())
-            .await
-            .expect("timed out waiting for a message")
-        {
+        match tokio::time::timeout(Duration::from_secs(5), ws.next()).await.expect("timed out waiting for a message") {
             Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
             Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
             Some(Ok(message)) => return Some(message),
@@ -217,9 +193,7 @@ pub async fn closed_by_server(ws: &mut Ws) -> bool {
             }
         }
     };
-    tokio::time::timeout(Duration::from_secs(5), wait)
-        .await
-        .is_ok()
+    tokio::time::timeout(Duration::from_secs(5), wait).await.is_ok()
 }
 
 pub async fn send_text(ws: &mut Ws, text: &str) {
@@ -274,24 +248,11 @@ impl TestApp {
                 })
                 .await
         });
-        TestApp {
-            app,
-            addr,
-            data_dir,
-            running,
-        }
+        TestApp { app, addr, data_dir, running }
     }
 
     pub fn token(&self, user: &str, org: &str) -> String {
-        self.app
-            .keys
-            .issue(
-                user,
-                org,
-                tally::auth::Role::Editor,
-                Duration::from_secs(600),
-            )
-            .unwrap()
+        self.app.keys.issue(user, org, tally::auth::Role::Editor, Duration::from_secs(600)).unwrap()
     }
 
     pub fn url(&self) -> String {

@@ -48,30 +48,19 @@ impl NodeClients {
                 }
             }
         });
-        let mut clients = NodeClients {
-            child,
-            stdin,
-            lines,
-            backlog: Vec::new(),
-        };
-        clients
-            .expect("harness ready", |v| v["ev"] == "ready")
-            .await;
+        let mut clients = NodeClients { child, stdin, lines, backlog: Vec::new() };
+        clients.expect("harness ready", |v| v["ev"] == "ready").await;
         clients
     }
 
     pub async fn send(&mut self, command: Value) {
         let mut line = command.to_string();
         line.push('\n');
-        self.stdin
-            .write_all(line.as_bytes())
-            .await
-            .expect("write to node");
+        self.stdin.write_all(line.as_bytes()).await.expect("write to node");
     }
 
     pub async fn connect(&mut self, id: &str, url: &str, token: Option<&str>, opts: Value) {
-        self.send(json!({"op": "connect", "id": id, "url": url, "token": token, "opts": opts}))
-            .await;
+        self.send(json!({"op": "connect", "id": id, "url": url, "token": token, "opts": opts})).await;
     }
 
     /// Waits (10 s at most) for the first report that satisfies `matches`.
@@ -92,16 +81,13 @@ impl NodeClients {
 
     /// The next report of client `id` with kind `ev`.
     pub async fn expect_ev(&mut self, id: &str, ev: &str) -> Value {
-        self.expect(&format!("{id} {ev}"), |v| v["id"] == id && v["ev"] == ev)
-            .await
+        self.expect(&format!("{id} {ev}"), |v| v["id"] == id && v["ev"] == ev).await
     }
 
     /// The next event named `event` received by client `id`.
     pub async fn expect_event(&mut self, id: &str, event: &str) -> Value {
-        self.expect(&format!("{id} event {event}"), |v| {
-            v["id"] == id && v["ev"] == "event" && v["event"] == event
-        })
-        .await
+        self.expect(&format!("{id} event {event}"), |v| v["id"] == id && v["ev"] == "event" && v["event"] == event)
+            .await
     }
 
     /// Every report received so far, without waiting.

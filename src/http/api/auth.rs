@@ -45,38 +45,23 @@ impl Api {
         }
         let user = self.store.user_by_email(&login.email)?;
         let stored = user.as_ref().map(|u| u.password_hash.clone());
-        let valid = tokio::task::spawn_blocking(move || {
-            password::verify(&login.password, stored.as_deref())
-        })
-        .await
-        .map_err(|error| ApiError::internal("verifying a password", error))?;
+        let valid = tokio::task::spawn_blocking(move || password::verify(&login.password, stored.as_deref()))
+            .await
+            .map_err(|error| ApiError::internal("verifying a password", error))?;
         let Some(user) = user.filter(|_| valid) else {
-            return Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "invalid_credentials",
-                "wrong email or password",
-            ));
+            return Err(ApiError::new(StatusCode::UNAUTHORIZED, "invalid_credentials", "wrong email or password"));
         };
         tracing::info!(user = user.id, org = user.org_id, "logged in");
-        let refresh = self.store.issue_refresh(
-            &user.id,
-            &user.org_id,
-            self.config.refresh_ttl.as_millis() as u64,
-        )?;
+        let refresh = self.store.issue_refresh(&user.id, &user.org_id, self.config.refresh_ttl.as_millis() as u64)?;
         self.store.flush().await?;
         self.session_response(&user, &refresh)
     }
 
-    pub(super) async fn refresh(
-        &self,
-        request: Request<Incoming>,
-    ) -> Result<Response<Body>, ApiError> {
+    pub(super) async fn refresh(&self, request: Request<Incoming>) -> Result<Response<Body>, ApiError> {
         let Some(token) = refresh_cookie(&request) else {
             return Err(ApiError::unauthorized("no refresh token"));
         };
-        let outcome = self
-            .store
-            .rotate_refresh(&token, self.config.refresh_ttl.as_millis() as u64)?;
+        let outcome = self.store.rotate_refresh(&token, self.config.refresh_ttl.as_millis() as u64)?;
         self.store.flush().await?;
         let (record, next) = match outcome {
             Ok(rotated) => rotated,
@@ -84,11 +69,8 @@ impl Api {
                 if refusal == RefreshRefusal::Reused {
                     tracing::warn!("a rotated refresh token was reused; its family is revoked");
                 }
-                let mut response =
-                    ApiError::unauthorized("the session has ended; log in again").into_response();
-                response
-                    .headers_mut()
-                    .insert(header::SET_COOKIE, self.refresh_cookie_header("", true));
+                let mut response = ApiError::unauthorized("the session has ended; log in again").into_response();
+                response.headers_mut().insert(header::SET_COOKIE, self.refresh_cookie_header("", true));
                 return Ok(response);
             }
         };
@@ -100,18 +82,13 @@ impl Api {
         self.session_response(&user, &next)
     }
 
-    pub(super) async fn logout(
-        &self,
-        request: Request<Incoming>,
-    ) -> Result<Response<Body>, ApiError> {
+    pub(super) async fn logout(&self, request: Request<Incoming>) -> Result<Response<Body>, ApiError> {
         if let Some(token) = refresh_cookie(&request) {
             self.store.revoke_refresh(&token)?;
             self.store.flush().await?;
         }
         let mut response = no_content();
-        response
-            .headers_mut()
-            .insert(header::SET_COOKIE, self.refresh_cookie_header("", true));
+        response.headers_mut().insert(header::SET_COOKIE, self.refresh_cookie_header("", true));
         Ok(response)
     }
 
@@ -142,10 +119,7 @@ impl Api {
             "user": self.user_json(user)?,
         });
         let mut response = json_response(StatusCode::OK, &body)?;
-        response.headers_mut().insert(
-            header::SET_COOKIE,
-            self.refresh_cookie_header(refresh, false),
-        );
+        response.headers_mut().insert(header::SET_COOKIE, self.refresh_cookie_header(refresh, false));
         Ok(response)
     }
 

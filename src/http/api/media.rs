@@ -29,47 +29,26 @@ enum Selection {
 }
 
 impl Api {
-    pub(super) async fn stream(
-        &self,
-        id: &str,
-        request: Request<Incoming>,
-    ) -> Result<Response<Body>, ApiError> {
+    pub(super) async fn stream(&self, id: &str, request: Request<Incoming>) -> Result<Response<Body>, ApiError> {
         let org = self.media_org(id, &request)?;
-        let video = self
-            .store
-            .video(&org, id)?
-            .ok_or_else(|| ApiError::not_found("video"))?;
+        let video = self.store.video(&org, id)?.ok_or_else(|| ApiError::not_found("video"))?;
         let path = self.store.files().original(&video.id, &video.ext);
         serve_file(&request, &path, &video.content_type).await
     }
 
-    pub(super) async fn thumbnail(
-        &self,
-        id: &str,
-        request: Request<Incoming>,
-    ) -> Result<Response<Body>, ApiError> {
+    pub(super) async fn thumbnail(&self, id: &str, request: Request<Incoming>) -> Result<Response<Body>, ApiError> {
         let org = self.media_org(id, &request)?;
-        let video = self
-            .store
-            .video(&org, id)?
-            .filter(|v| v.has_thumbnail)
-            .ok_or_else(|| ApiError::not_found("thumbnail"))?;
-        serve_file(
-            &request,
-            &self.store.files().thumbnail(&video.id),
-            "image/jpeg",
-        )
-        .await
+        let video =
+            self.store.video(&org, id)?.filter(|v| v.has_thumbnail).ok_or_else(|| ApiError::not_found("thumbnail"))?;
+        serve_file(&request, &self.store.files().thumbnail(&video.id), "image/jpeg").await
     }
 
     /// The organization whose video `id` the request may read.
     fn media_org(&self, id: &str, request: &Request<Incoming>) -> Result<String, ApiError> {
         let params = query_params(request);
         if let Some((_, token)) = params.iter().find(|(key, _)| key == "token") {
-            let claims = self
-                .keys
-                .verify_media(token)
-                .map_err(|error| ApiError::unauthorized(format!("media URL: {error}")))?;
+            let claims =
+                self.keys.verify_media(token).map_err(|error| ApiError::unauthorized(format!("media URL: {error}")))?;
             // A URL signed for another video reads nothing, and says nothing about this one.
             if claims.vid != id {
                 return Err(ApiError::not_found("video"));
@@ -80,11 +59,7 @@ impl Api {
     }
 }
 
-async fn serve_file(
-    request: &Request<Incoming>,
-    path: &Path,
-    content_type: &str,
-) -> Result<Response<Body>, ApiError> {
+async fn serve_file(request: &Request<Incoming>, path: &Path, content_type: &str) -> Result<Response<Body>, ApiError> {
     let mut file = match tokio::fs::File::open(path).await {
         Ok(file) => file,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
@@ -92,32 +67,20 @@ async fn serve_file(
         }
         Err(error) => return Err(ApiError::internal("opening a media file", error)),
     };
-    let metadata = file
-        .metadata()
-        .await
-        .map_err(|error| ApiError::internal("reading file metadata", error))?;
+    let metadata = file.metadata().await.map_err(|error| ApiError::internal("reading file metadata", error))?;
     let len = metadata.len();
     let modified = metadata.modified().ok();
-    let stamp = modified
-        .and_then(|m| m.duration_since(UNIX_EPOCH).ok())
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
+    let stamp = modified.and_then(|m| m.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_nanos()).unwrap_or(0);
     let etag = format!("\"{len:x}-{stamp:x}\"");
     let last_modified = modified.map(httpdate::fmt_http_date);
 
     let mut headers = HeaderMap::new();
     headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    headers.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("private, max-age=0, must-revalidate"),
-    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, max-age=0, must-revalidate"));
     if let Ok(value) = HeaderValue::from_str(&etag) {
         headers.insert(header::ETAG, value);
     }
-    if let Some(value) = last_modified
-        .as_deref()
-        .and_then(|v| HeaderValue::from_str(v).ok())
-    {
+    if let Some(value) = last_modified.as_deref().and_then(|v| HeaderValue::from_str(v).ok()) {
         headers.insert(header::LAST_MODIFIED, value);
     }
     if let Ok(value) = HeaderValue::from_str(content_type) {
@@ -130,42 +93,32 @@ async fn serve_file(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
     {
-        return Ok(respond(
-            StatusCode::NOT_MODIFIED,
-            headers,
-            full(bytes::Bytes::new()),
-        ));
+        return Ok(respond(StatusCode::NOT_MODIFIED, headers, full(bytes::Bytes::new())));
     }
 
-    let (status, start, length) =
-        match select(request.headers(), &etag, last_modified.as_deref(), len) {
-            Selection::Whole => (StatusCode::OK, 0, len),
-            Selection::Part { start, end } => {
-                let range = format!("bytes {start}-{end}/{len}");
-                headers.insert(
-                    header::CONTENT_RANGE,
-                    HeaderValue::from_str(&range).unwrap_or(HeaderValue::from_static("")),
-                );
-                (StatusCode::PARTIAL_CONTENT, start, end - start + 1)
-            }
-            Selection::Unsatisfiable => {
-                let mut response = ApiError::new(
-                    StatusCode::RANGE_NOT_SATISFIABLE,
-                    "range_not_satisfiable",
-                    format!("the file has {len} bytes"),
-                )
-                .into_response();
-                let range = format!("bytes */{len}");
-                response.headers_mut().insert(
-                    header::CONTENT_RANGE,
-                    HeaderValue::from_str(&range).unwrap_or(HeaderValue::from_static("")),
-                );
-                response
-                    .headers_mut()
-                    .insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-                return Ok(response);
-            }
-        };
+    let (status, start, length) = match select(request.headers(), &etag, last_modified.as_deref(), len) {
+        Selection::Whole => (StatusCode::OK, 0, len),
+        Selection::Part { start, end } => {
+            let range = format!("bytes {start}-{end}/{len}");
+            headers
+                .insert(header::CONTENT_RANGE, HeaderValue::from_str(&range).unwrap_or(HeaderValue::from_static("")));
+            (StatusCode::PARTIAL_CONTENT, start, end - start + 1)
+        }
+        Selection::Unsatisfiable => {
+            let mut response = ApiError::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "range_not_satisfiable",
+                format!("the file has {len} bytes"),
+            )
+            .into_response();
+            let range = format!("bytes */{len}");
+            response
+                .headers_mut()
+                .insert(header::CONTENT_RANGE, HeaderValue::from_str(&range).unwrap_or(HeaderValue::from_static("")));
+            response.headers_mut().insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+            return Ok(response);
+        }
+    };
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
     if request.method() == Method::HEAD {
         return Ok(respond(status, headers, full(bytes::Bytes::new())));
@@ -201,13 +154,11 @@ fn select(headers: &HeaderMap, etag: &str, last_modified: Option<&str>, len: u64
         }
     }
     match http_range_header::parse_range_header(range).map(|parsed| parsed.validate(len)) {
-        Ok(Ok(ranges)) if ranges.len() == 1 => Selection::Part {
-            start: *ranges[0].start(),
-            end: *ranges[0].end(),
-        },
+        Ok(Ok(ranges)) if ranges.len() == 1 => Selection::Part { start: *ranges[0].start(), end: *ranges[0].end() },
         Ok(Ok(_)) => Selection::Whole,
-        Ok(Err(RangeUnsatisfiableError::Unsatisfiable))
-        | Err(RangeUnsatisfiableError::Unsatisfiable) => Selection::Unsatisfiable,
+        Ok(Err(RangeUnsatisfiableError::Unsatisfiable)) | Err(RangeUnsatisfiableError::Unsatisfiable) => {
+            Selection::Unsatisfiable
+        }
         Ok(Err(RangeUnsatisfiableError::Rejected(_))) => Selection::Unsatisfiable,
         _ => Selection::Whole,
     }
@@ -229,55 +180,20 @@ mod tests {
     #[test]
     fn range_selection() {
         let date = "Tue, 01 Dec 2026 15:00:00 GMT";
-        let pick = |range: &str, if_range: Option<&str>| {
-            select(&with(range, if_range), "\"e\"", Some(date), 1000)
-        };
-        assert_eq!(
-            pick("bytes=0-99", None),
-            Selection::Part { start: 0, end: 99 }
-        );
-        assert_eq!(
-            pick("bytes=900-", None),
-            Selection::Part {
-                start: 900,
-                end: 999
-            }
-        );
-        assert_eq!(
-            pick("bytes=-100", None),
-            Selection::Part {
-                start: 900,
-                end: 999
-            }
-        );
-        assert_eq!(
-            pick("bytes=-5000", None),
-            Selection::Part { start: 0, end: 999 }
-        );
-        assert_eq!(
-            pick("bytes=990-5000", None),
-            Selection::Part {
-                start: 990,
-                end: 999
-            }
-        );
+        let pick = |range: &str, if_range: Option<&str>| select(&with(range, if_range), "\"e\"", Some(date), 1000);
+        assert_eq!(pick("bytes=0-99", None), Selection::Part { start: 0, end: 99 });
+        assert_eq!(pick("bytes=900-", None), Selection::Part { start: 900, end: 999 });
+        assert_eq!(pick("bytes=-100", None), Selection::Part { start: 900, end: 999 });
+        assert_eq!(pick("bytes=-5000", None), Selection::Part { start: 0, end: 999 });
+        assert_eq!(pick("bytes=990-5000", None), Selection::Part { start: 990, end: 999 });
         assert_eq!(pick("bytes=1000-", None), Selection::Unsatisfiable);
         assert_eq!(pick("bytes=5000-6000", None), Selection::Unsatisfiable);
         assert_eq!(pick("bytes=0-1,5-9", None), Selection::Whole);
         assert_eq!(pick("items=0-1", None), Selection::Whole);
         assert_eq!(pick("bytes=9-1", None), Selection::Whole);
-        assert_eq!(
-            pick("bytes=0-9", Some("\"e\"")),
-            Selection::Part { start: 0, end: 9 }
-        );
-        assert_eq!(
-            pick("bytes=0-9", Some(date)),
-            Selection::Part { start: 0, end: 9 }
-        );
+        assert_eq!(pick("bytes=0-9", Some("\"e\"")), Selection::Part { start: 0, end: 9 });
+        assert_eq!(pick("bytes=0-9", Some(date)), Selection::Part { start: 0, end: 9 });
         assert_eq!(pick("bytes=0-9", Some("\"stale\"")), Selection::Whole);
-        assert_eq!(
-            select(&HeaderMap::new(), "\"e\"", None, 1000),
-            Selection::Whole
-        );
+        assert_eq!(select(&HeaderMap::new(), "\"e\"", None, 1000), Selection::Whole);
     }
 }

@@ -76,11 +76,7 @@ pub(crate) struct Caller {
 
 impl Caller {
     fn require(&self, allowed: &[Role]) -> Result<(), ApiError> {
-        if allowed.contains(&self.user.role) {
-            Ok(())
-        } else {
-            Err(ApiError::forbidden())
-        }
+        if allowed.contains(&self.user.role) { Ok(()) } else { Err(ApiError::forbidden()) }
     }
 }
 
@@ -106,18 +102,8 @@ impl Api {
                 tracing::error!(%error, path, "bad route");
             }
         }
-        let limiter = LoginLimiter::new(
-            config.login_attempts_per_minute,
-            config.login_attempts_per_address_per_minute,
-        );
-        Api {
-            store,
-            keys,
-            io,
-            limiter,
-            config,
-            routes,
-        }
+        let limiter = LoginLimiter::new(config.login_attempts_per_minute, config.login_attempts_per_address_per_minute);
+        Api { store, keys, io, limiter, config, routes }
     }
 
     pub fn store(&self) -> &Store {
@@ -135,10 +121,7 @@ impl Api {
         let result = self.dispatch(route, &method, id, request, remote).await;
         let mut response = result.unwrap_or_else(ApiError::into_response);
         // API answers are per user: never cached by a shared cache.
-        response
-            .headers_mut()
-            .entry(header::CACHE_CONTROL)
-            .or_insert(HeaderValue::from_static("no-store"));
+        response.headers_mut().entry(header::CACHE_CONTROL).or_insert(HeaderValue::from_static("no-store"));
         response
     }
 
@@ -157,8 +140,9 @@ impl Api {
             (Route::Logout, &Method::POST) => self.logout(request).await,
             (Route::Stream, &Method::GET | &Method::HEAD) => self.stream(&id, request).await,
             (Route::Thumbnail, &Method::GET | &Method::HEAD) => self.thumbnail(&id, request).await,
-            (Route::Login | Route::Refresh | Route::Logout, _)
-            | (Route::Stream | Route::Thumbnail, _) => Err(method_not_allowed()),
+            (Route::Login | Route::Refresh | Route::Logout, _) | (Route::Stream | Route::Thumbnail, _) => {
+                Err(method_not_allowed())
+            }
             (route, method) => {
                 let caller = self.caller(&request)?;
                 match (route, method) {
@@ -170,9 +154,7 @@ impl Api {
                     (Route::Videos, &Method::GET) => self.list_videos(&caller, &request),
                     (Route::Videos, &Method::POST) => self.upload(&caller, request).await,
                     (Route::Video, &Method::GET) => self.get_video(&caller, &id),
-                    (Route::Video, &Method::PATCH) => {
-                        self.update_video(&caller, &id, request).await
-                    }
+                    (Route::Video, &Method::PATCH) => self.update_video(&caller, &id, request).await,
                     (Route::Video, &Method::DELETE) => self.delete_video(&caller, &id).await,
                     _ => Err(method_not_allowed()),
                 }
@@ -196,9 +178,7 @@ impl Api {
             .ok()
             .and_then(|value| value.strip_prefix("Bearer "))
             .ok_or_else(|| ApiError::unauthorized("expected a Bearer token"))?;
-        self.keys
-            .verify(token.trim())
-            .map_err(|error| ApiError::unauthorized(error.to_string()))
+        self.keys.verify(token.trim()).map_err(|error| ApiError::unauthorized(error.to_string()))
     }
 
     fn caller_from(&self, claims: &Claims) -> Result<Caller, ApiError> {
@@ -213,41 +193,26 @@ impl Api {
 }
 
 fn method_not_allowed() -> ApiError {
-    ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        "method not allowed on this path",
-    )
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this path")
 }
 
 /// Reads a JSON body of at most 64 KiB.
 async fn read_json<T: DeserializeOwned>(request: Request<Incoming>) -> Result<T, ApiError> {
-    let body = match Limited::new(request.into_body(), MAX_JSON_BODY)
-        .collect()
-        .await
-    {
+    let body = match Limited::new(request.into_body(), MAX_JSON_BODY).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(error) if error.is::<http_body_util::LengthLimitError>() => {
             return Err(ApiError::too_large("the JSON body is over 64 KiB"));
         }
         Err(error) => return Err(ApiError::bad_request(format!("reading the body: {error}"))),
     };
-    serde_json::from_slice(&body)
-        .map_err(|error| ApiError::bad_request(format!("invalid JSON: {error}")))
+    serde_json::from_slice(&body).map_err(|error| ApiError::bad_request(format!("invalid JSON: {error}")))
 }
 
-fn json_response(
-    status: StatusCode,
-    value: &impl serde::Serialize,
-) -> Result<Response<Body>, ApiError> {
-    let body = serde_json::to_vec(value)
-        .map_err(|error| ApiError::internal("encoding a response", error))?;
+fn json_response(status: StatusCode, value: &impl serde::Serialize) -> Result<Response<Body>, ApiError> {
+    let body = serde_json::to_vec(value).map_err(|error| ApiError::internal("encoding a response", error))?;
     let mut response = Response::new(full(Bytes::from(body)));
     *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     Ok(response)
 }
 
@@ -259,7 +224,5 @@ fn no_content() -> Response<Body> {
 
 /// The query string's parameters.
 fn query_params(request: &Request<Incoming>) -> Vec<(String, String)> {
-    form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes())
-        .into_owned()
-        .collect()
+    form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes()).into_owned().collect()
 }

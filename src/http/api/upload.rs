@@ -4,13 +4,16 @@
 //! while writing; whatever fails leaves nothing behind.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
+use bytes::Bytes;
 use futures_util::StreamExt;
 use http_body_util::BodyStream;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
 
 use super::videos::valid_title;
 use super::{Api, Caller, EDITORS, json_response};
@@ -21,13 +24,17 @@ use crate::store::{Video, VideoStatus, new_id, now_ms};
 
 /// Extensions of containers GStreamer on the box can open; the media pipeline has the final
 /// word on whether the content really is a playable video.
-const VIDEO_EXTENSIONS: &[&str] = &[
-    "mp4", "m4v", "mov", "mkv", "webm", "avi", "mpg", "mpeg", "ts", "mts", "m2ts", "3gp", "ogv",
-];
+const VIDEO_EXTENSIONS: &[&str] =
+    &["mp4", "m4v", "mov", "mkv", "webm", "avi", "mpg", "mpeg", "ts", "mts", "m2ts", "3gp", "ogv"];
 /// Room for multipart framing and the title around the file itself.
 const MULTIPART_OVERHEAD: u64 = 64 * 1024;
 /// How often free space is checked again while writing.
 const SPACE_CHECK_BYTES: u64 = 8 * 1024 * 1024;
+/// After a refusal the rest of the body is read and dropped, up to this much and this long,
+/// so the client is still listening when the error arrives (a browser shows a bare network
+/// error for a response sent while it is still uploading).
+const DRAIN_LIMIT: u64 = 64 * 1024 * 1024;
+const DRAIN_TIME: Duration = Duration::from_secs(30);
 
 /// A temp file that is removed unless it was moved into place.
 struct TempFile {
@@ -52,17 +59,9 @@ struct Received {
 }
 
 impl Api {
-    pub(super) async fn upload(
-        &self,
-        caller: &Caller,
-        request: Request<Incoming>,
-    ) -> Result<Response<Body>, ApiError> {
+    pub(super) async fn upload(&self, caller: &Caller, request: Request<Incoming>) -> Result<Response<Body>, ApiError> {
         caller.require(EDITORS)?;
-        let content_type = request
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
+        let content_type = request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
         let boundary = multer::parse_boundary(content_type).map_err(|_| {
             ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -76,42 +75,59 @@ impl Api {
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|len| len > max + MULTIPART_OVERHEAD) {
-            return Err(too_large(max));
-        }
-        self.ensure_space(declared.unwrap_or(0))?;
+        let early = if declared.is_some_and(|len| len > max + MULTIPART_OVERHEAD) {
+            Some(too_large(max))
+        } else {
+            self.ensure_space(declared.unwrap_or(0)).err()
+        };
 
-        let body = BodyStream::new(request.into_body())
-            .map(|frame| frame.map(|frame| frame.into_data().unwrap_or_default()));
+        // The body is pumped through a small channel so that, whatever multer makes of it, the
+        // rest can still be drained after a refusal.
+        let (tx, rx) = mpsc::channel(4);
+        let pump = tokio::spawn(pump(BodyStream::new(request.into_body()), tx));
+        let result = match early {
+            Some(error) => {
+                // Nobody will read the channel: the pump hands the body back at once.
+                drop(rx);
+                Err(error)
+            }
+            None => self.receive_upload(caller, rx, boundary, max).await,
+        };
+        if result.is_err()
+            && declared.is_none_or(|len| len <= DRAIN_LIMIT)
+            && let Ok(Some(rest)) = pump.await
+        {
+            drain(rest).await;
+        }
+        result
+    }
+
+    async fn receive_upload(
+        &self,
+        caller: &Caller,
+        body: mpsc::Receiver<Result<Bytes, std::io::Error>>,
+        boundary: String,
+        max: u64,
+    ) -> Result<Response<Body>, ApiError> {
+        let body = futures_util::stream::unfold(body, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
         let limits = multer::SizeLimit::new()
             .whole_stream(max + MULTIPART_OVERHEAD)
             .for_field("title", 4096)
             .for_field("file", max);
-        let constraints = multer::Constraints::new()
-            .allowed_fields(vec!["title", "file"])
-            .size_limit(limits);
+        let constraints = multer::Constraints::new().allowed_fields(vec!["title", "file"]).size_limit(limits);
         let mut multipart = multer::Multipart::with_constraints(body, boundary, constraints);
 
         let mut title = None;
         let mut received: Option<Received> = None;
-        while let Some(field) = multipart
-            .next_field()
-            .await
-            .map_err(|e| multipart_error(e, max))?
-        {
+        while let Some(field) = multipart.next_field().await.map_err(|e| multipart_error(e, max))? {
             match field.name() {
-                Some("title") => {
-                    title = Some(field.text().await.map_err(|e| multipart_error(e, max))?)
-                }
-                Some("file") if received.is_none() => {
-                    received = Some(self.receive_file(field, max).await?)
-                }
+                Some("title") => title = Some(field.text().await.map_err(|e| multipart_error(e, max))?),
+                Some("file") if received.is_none() => received = Some(self.receive_file(field, max).await?),
                 Some("file") => return Err(ApiError::bad_request("one file per upload")),
                 _ => return Err(ApiError::bad_request("unexpected form field")),
             }
         }
-        let received =
-            received.ok_or_else(|| ApiError::bad_request("the form has no file field"))?;
+        let received = received.ok_or_else(|| ApiError::bad_request("the form has no file field"))?;
         if received.size == 0 {
             return Err(ApiError::bad_request("the file is empty"));
         }
@@ -122,41 +138,25 @@ impl Api {
         self.store_upload(caller, received, title).await
     }
 
-    async fn receive_file(
-        &self,
-        mut field: multer::Field<'static>,
-        max: u64,
-    ) -> Result<Received, ApiError> {
+    async fn receive_file(&self, mut field: multer::Field<'static>, max: u64) -> Result<Received, ApiError> {
         let filename = field
             .file_name()
             .map(|name| name.rsplit(['/', '\\']).next().unwrap_or(name).to_owned())
             .unwrap_or_else(|| "video".into());
-        let ext = Path::new(&filename)
-            .extension()
-            .and_then(|e| e.to_str())
-            .map(str::to_lowercase)
-            .unwrap_or_default();
+        let ext = Path::new(&filename).extension().and_then(|e| e.to_str()).map(str::to_lowercase).unwrap_or_default();
         if !VIDEO_EXTENSIONS.contains(&ext.as_str()) {
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_type",
-                format!(
-                    "{filename:?} is not a video file Tally accepts ({})",
-                    VIDEO_EXTENSIONS.join(", ")
-                ),
+                format!("{filename:?} is not a video file Tally accepts ({})", VIDEO_EXTENSIONS.join(", ")),
             ));
         }
         let content_type = mime_guess::from_ext(&ext)
             .first()
             .map(|m| m.essence_str().to_owned())
             .unwrap_or_else(|| "application/octet-stream".into());
-        let temp = TempFile {
-            path: self.store.files().temp_path(),
-            keep: false,
-        };
-        let mut file = tokio::fs::File::create(&temp.path)
-            .await
-            .map_err(|e| write_error(&e))?;
+        let temp = TempFile { path: self.store.files().temp_path(), keep: false };
+        let mut file = tokio::fs::File::create(&temp.path).await.map_err(|e| write_error(&e))?;
         let mut size = 0u64;
         let mut unchecked = 0u64;
         while let Some(chunk) = field.chunk().await.map_err(|e| multipart_error(e, max))? {
@@ -172,13 +172,7 @@ impl Api {
             file.write_all(&chunk).await.map_err(|e| write_error(&e))?;
         }
         file.sync_all().await.map_err(|e| write_error(&e))?;
-        Ok(Received {
-            temp,
-            filename,
-            ext,
-            content_type,
-            size,
-        })
+        Ok(Received { temp, filename, ext, content_type, size })
     }
 
     async fn store_upload(
@@ -189,8 +183,7 @@ impl Api {
     ) -> Result<Response<Body>, ApiError> {
         let id = new_id();
         let files = self.store.files().clone();
-        let (temp_path, commit_id, ext) =
-            (received.temp.path.clone(), id.clone(), received.ext.clone());
+        let (temp_path, commit_id, ext) = (received.temp.path.clone(), id.clone(), received.ext.clone());
         tokio::task::spawn_blocking(move || files.commit(&temp_path, &commit_id, &ext))
             .await
             .map_err(|error| ApiError::internal("storing an upload", error))?
@@ -222,13 +215,7 @@ impl Api {
             let _ = self.store.files().remove(&video.id);
             return Err(error.into());
         }
-        tracing::info!(
-            video = video.id,
-            org = video.org_id,
-            size = video.size,
-            by = caller.user.id,
-            "video uploaded"
-        );
+        tracing::info!(video = video.id, org = video.org_id, size = video.size, by = caller.user.id, "video uploaded");
         self.announce(events::VIDEO_CREATED, &video);
         let mut response = json_response(StatusCode::CREATED, &self.video_json(&video)?)?;
         if let Ok(location) = HeaderValue::from_str(&format!("/api/videos/{}", video.id)) {
@@ -239,21 +226,49 @@ impl Api {
 
     /// Refuses when writing `incoming` more bytes would leave less than the reserve free.
     fn ensure_space(&self, incoming: u64) -> Result<(), ApiError> {
-        let free = self
-            .store
-            .files()
-            .available_space()
-            .map_err(|error| ApiError::internal("checking free space", error))?;
+        let free =
+            self.store.files().available_space().map_err(|error| ApiError::internal("checking free space", error))?;
         if free < self.config.min_free_bytes.saturating_add(incoming) {
-            tracing::warn!(
-                free,
-                incoming,
-                reserve = self.config.min_free_bytes,
-                "upload refused: storage low"
-            );
+            tracing::warn!(free, incoming, reserve = self.config.min_free_bytes, "upload refused: storage low");
             return Err(ApiError::insufficient_storage());
         }
         Ok(())
+    }
+}
+
+type RequestStream = BodyStream<Incoming>;
+
+/// Feeds the request body to the upload; hands the rest of it back if the upload stops
+/// listening, so it can be drained.
+async fn pump(mut body: RequestStream, tx: mpsc::Sender<Result<Bytes, std::io::Error>>) -> Option<RequestStream> {
+    while let Some(frame) = body.next().await {
+        let item = match frame {
+            Ok(frame) => match frame.into_data() {
+                Ok(data) => Ok(data),
+                Err(_) => continue,
+            },
+            Err(error) => Err(std::io::Error::other(error)),
+        };
+        let failed = item.is_err();
+        if tx.send(item).await.is_err() {
+            return Some(body);
+        }
+        if failed {
+            return None;
+        }
+    }
+    None
+}
+
+/// Reads and drops what is left of a refused upload, within limits.
+async fn drain(mut body: RequestStream) {
+    let deadline = tokio::time::Instant::now() + DRAIN_TIME;
+    let mut seen = 0u64;
+    while let Ok(Some(Ok(frame))) = tokio::time::timeout_at(deadline, body.next()).await {
+        seen += frame.data_ref().map_or(0, |data| data.len() as u64);
+        if seen > DRAIN_LIMIT {
+            break;
+        }
     }
 }
 
@@ -263,28 +278,16 @@ fn too_large(max: u64) -> ApiError {
 
 fn multipart_error(error: multer::Error, max: u64) -> ApiError {
     match error {
-        multer::Error::FieldSizeExceeded { .. } | multer::Error::StreamSizeExceeded { .. } => {
-            too_large(max)
-        }
+        multer::Error::FieldSizeExceeded { .. } | multer::Error::StreamSizeExceeded { .. } => too_large(max),
         other => ApiError::bad_request(format!("malformed upload: {other}")),
     }
 }
 
 fn write_error(error: &std::io::Error) -> ApiError {
-    if is_disk_full(error) {
-        ApiError::insufficient_storage()
-    } else {
-        ApiError::internal("writing an upload", error)
-    }
+    if is_disk_full(error) { ApiError::insufficient_storage() } else { ApiError::internal("writing an upload", error) }
 }
 
 fn file_stem(filename: &str) -> String {
-    let stem = Path::new(filename)
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or("Untitled");
-    stem.chars()
-        .filter(|c| !c.is_control())
-        .take(super::videos::MAX_TITLE_CHARS)
-        .collect()
+    let stem = Path::new(filename).file_stem().and_then(|s| s.to_str()).unwrap_or("Untitled");
+    stem.chars().filter(|c| !c.is_control()).take(super::videos::MAX_TITLE_CHARS).collect()
 }

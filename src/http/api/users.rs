@@ -45,19 +45,10 @@ impl Api {
             .await
             .map_err(|error| ApiError::internal("hashing a password", error))?
             .map_err(|error| ApiError::bad_request(error.to_string()))?;
-        let user = self.store.create_user(NewUser {
-            org_id: &caller.user.org_id,
-            email,
-            role: new.role,
-            password_hash,
-        })?;
+        let user =
+            self.store.create_user(NewUser { org_id: &caller.user.org_id, email, role: new.role, password_hash })?;
         self.store.flush().await?;
-        tracing::info!(
-            user = user.id,
-            org = user.org_id,
-            by = caller.user.id,
-            "user created"
-        );
+        tracing::info!(user = user.id, org = user.org_id, by = caller.user.id, "user created");
         json_response(StatusCode::CREATED, &self.user_json(&user)?)
     }
 
@@ -70,44 +61,21 @@ impl Api {
         caller.require(ADMINS)?;
         let update: UpdateUser = read_json(request).await?;
         let org = &caller.user.org_id;
-        let target = self
-            .store
-            .user(id)?
-            .filter(|u| &u.org_id == org)
-            .ok_or_else(|| ApiError::not_found("user"))?;
-        if target.role == Role::Admin
-            && update.role != Role::Admin
-            && self.store.admin_count(org)? <= 1
-        {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "last_admin",
-                "an organization keeps at least one admin",
-            ));
+        let target = self.store.user(id)?.filter(|u| &u.org_id == org).ok_or_else(|| ApiError::not_found("user"))?;
+        if target.role == Role::Admin && update.role != Role::Admin && self.store.admin_count(org)? <= 1 {
+            return Err(ApiError::new(StatusCode::CONFLICT, "last_admin", "an organization keeps at least one admin"));
         }
         let user = self.store.set_role(org, id, update.role)?;
         self.store.flush().await?;
         json_response(StatusCode::OK, &self.user_json(&user)?)
     }
 
-    pub(super) async fn delete_user(
-        &self,
-        caller: &Caller,
-        id: &str,
-    ) -> Result<Response<Body>, ApiError> {
+    pub(super) async fn delete_user(&self, caller: &Caller, id: &str) -> Result<Response<Body>, ApiError> {
         caller.require(ADMINS)?;
         let org = &caller.user.org_id;
-        let target = self
-            .store
-            .user(id)?
-            .filter(|u| &u.org_id == org)
-            .ok_or_else(|| ApiError::not_found("user"))?;
+        let target = self.store.user(id)?.filter(|u| &u.org_id == org).ok_or_else(|| ApiError::not_found("user"))?;
         if target.role == Role::Admin && self.store.admin_count(org)? <= 1 {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "last_admin",
-                "an organization keeps at least one admin",
-            ));
+            return Err(ApiError::new(StatusCode::CONFLICT, "last_admin", "an organization keeps at least one admin"));
         }
         self.store.delete_user(org, id)?;
         self.store.flush().await?;

@@ -29,8 +29,7 @@ impl Api {
             .keys
             .issue_media(&video.id, &video.org_id, self.config.media_url_ttl)
             .map_err(|error| ApiError::internal("signing a media URL", error))?;
-        let mut value = serde_json::to_value(video)
-            .map_err(|error| ApiError::internal("encoding a video", error))?;
+        let mut value = serde_json::to_value(video).map_err(|error| ApiError::internal("encoding a video", error))?;
         value["streamUrl"] = json!(format!("/api/videos/{}/stream?token={token}", video.id));
         value["thumbnailUrl"] = if video.has_thumbnail {
             json!(format!("/api/videos/{}/thumbnail?token={token}", video.id))
@@ -52,22 +51,12 @@ impl Api {
         events::to_organization(&self.io, &video.org_id, event, payload);
     }
 
-    pub(super) fn list_videos(
-        &self,
-        caller: &Caller,
-        request: &Request<Incoming>,
-    ) -> Result<Response<Body>, ApiError> {
+    pub(super) fn list_videos(&self, caller: &Caller, request: &Request<Incoming>) -> Result<Response<Body>, ApiError> {
         let params = query_params(request);
-        let param = |name: &str| {
-            params
-                .iter()
-                .find(|(key, _)| key == name)
-                .map(|(_, value)| value.as_str())
-        };
+        let param = |name: &str| params.iter().find(|(key, _)| key == name).map(|(_, value)| value.as_str());
         let status = match param("status") {
             Some(text) => Some(
-                VideoStatus::parse(text)
-                    .ok_or_else(|| ApiError::bad_request(format!("unknown status {text:?}")))?,
+                VideoStatus::parse(text).ok_or_else(|| ApiError::bad_request(format!("unknown status {text:?}")))?,
             ),
             None => None,
         };
@@ -79,28 +68,14 @@ impl Api {
                 .ok_or_else(|| ApiError::bad_request(format!("limit must be 1 to {MAX_PAGE}")))?,
             None => DEFAULT_PAGE,
         };
-        let query = VideoQuery {
-            status,
-            limit,
-            before: param("before"),
-        };
+        let query = VideoQuery { status, limit, before: param("before") };
         let page = self.store.list_videos(&caller.user.org_id, &query)?;
-        let items: Result<Vec<_>, _> = page
-            .items
-            .iter()
-            .map(|video| self.video_json(video))
-            .collect();
-        json_response(
-            StatusCode::OK,
-            &json!({ "items": items?, "next": page.next }),
-        )
+        let items: Result<Vec<_>, _> = page.items.iter().map(|video| self.video_json(video)).collect();
+        json_response(StatusCode::OK, &json!({ "items": items?, "next": page.next }))
     }
 
     pub(super) fn get_video(&self, caller: &Caller, id: &str) -> Result<Response<Body>, ApiError> {
-        let video = self
-            .store
-            .video(&caller.user.org_id, id)?
-            .ok_or_else(|| ApiError::not_found("video"))?;
+        let video = self.store.video(&caller.user.org_id, id)?.ok_or_else(|| ApiError::not_found("video"))?;
         json_response(StatusCode::OK, &self.video_json(&video)?)
     }
 
@@ -126,26 +101,14 @@ impl Api {
         json_response(StatusCode::OK, &self.video_json(&video)?)
     }
 
-    pub(super) async fn delete_video(
-        &self,
-        caller: &Caller,
-        id: &str,
-    ) -> Result<Response<Body>, ApiError> {
+    pub(super) async fn delete_video(&self, caller: &Caller, id: &str) -> Result<Response<Body>, ApiError> {
         if self.store.video(&caller.user.org_id, id)?.is_none() {
             return Err(ApiError::not_found("video"));
         }
         caller.require(EDITORS)?;
-        let video = self
-            .store
-            .delete_video(&caller.user.org_id, id)
-            .map_err(|_| ApiError::not_found("video"))?;
+        let video = self.store.delete_video(&caller.user.org_id, id).map_err(|_| ApiError::not_found("video"))?;
         self.store.flush().await?;
-        tracing::info!(
-            video = video.id,
-            org = video.org_id,
-            by = caller.user.id,
-            "video deleted"
-        );
+        tracing::info!(video = video.id, org = video.org_id, by = caller.user.id, "video deleted");
         self.announce(events::VIDEO_DELETED, &video);
         Ok(no_content())
     }
@@ -153,10 +116,7 @@ impl Api {
 
 pub(super) fn valid_title(title: &str) -> Result<String, ApiError> {
     let title = title.trim();
-    if title.is_empty()
-        || title.chars().count() > MAX_TITLE_CHARS
-        || title.chars().any(char::is_control)
-    {
+    if title.is_empty() || title.chars().count() > MAX_TITLE_CHARS || title.chars().any(char::is_control) {
         return Err(ApiError::bad_request(format!(
             "a title is 1 to {MAX_TITLE_CHARS} characters, without control characters"
         )));

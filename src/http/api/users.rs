@@ -61,9 +61,8 @@ impl Api {
         caller.require(ADMINS)?;
         let update: UpdateUser = read_json(request).await?;
         let org = &caller.user.org_id;
-        let target = self.store.user(id)?.filter(|u| &u.org_id == org).ok_or_else(|| ApiError::not_found("user"))?;
-        if target.role == Role::Admin && update.role != Role::Admin && self.store.admin_count(org)? <= 1 {
-            return Err(ApiError::new(StatusCode::CONFLICT, "last_admin", "an organization keeps at least one admin"));
+        if update.role != Role::Admin {
+            self.ensure_not_last_admin(org, id)?;
         }
         let user = self.store.set_role(org, id, update.role)?;
         self.store.flush().await?;
@@ -73,13 +72,19 @@ impl Api {
     pub(super) async fn delete_user(&self, caller: &Caller, id: &str) -> Result<Response<Body>, ApiError> {
         caller.require(ADMINS)?;
         let org = &caller.user.org_id;
-        let target = self.store.user(id)?.filter(|u| &u.org_id == org).ok_or_else(|| ApiError::not_found("user"))?;
-        if target.role == Role::Admin && self.store.admin_count(org)? <= 1 {
-            return Err(ApiError::new(StatusCode::CONFLICT, "last_admin", "an organization keeps at least one admin"));
-        }
+        self.ensure_not_last_admin(org, id)?;
         self.store.delete_user(org, id)?;
         self.store.flush().await?;
         tracing::info!(user = id, org, by = caller.user.id, "user deleted");
         Ok(no_content())
+    }
+
+    /// Refuses to remove (or demote) the organization's only admin; 404 for other users.
+    fn ensure_not_last_admin(&self, org: &str, id: &str) -> Result<(), ApiError> {
+        let target = self.store.user(id)?.filter(|u| u.org_id == org).ok_or_else(|| ApiError::not_found("user"))?;
+        if target.role == Role::Admin && self.store.admin_count(org)? <= 1 {
+            return Err(ApiError::new(StatusCode::CONFLICT, "last_admin", "an organization keeps at least one admin"));
+        }
+        Ok(())
     }
 }

@@ -12,5 +12,6 @@ pub mod engineio;
 pub mod events;
 pub mod http;
 pub mod logging;
+pub mod media;
 pub mod socketio;
 pub mod store;

@@ -2,6 +2,7 @@
 //! helpers that speak the wire protocol byte for byte.
 #![allow(dead_code)]
 
+pub mod fixtures;
 pub mod node;
 pub mod process;
 

@@ -1,0 +1,71 @@
+//! Test videos made at test time with GStreamer: frames painted in Rust, pushed through
+//! `appsrc`, converted to I420 before the encoder (so browsers and the Pi's decoder can play
+//! them) and muxed to MP4.
+
+use std::path::Path;
+
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+
+/// Paints frame `index` (packed RGB, `width × height`).
+pub type Painter = dyn Fn(u64, &mut [u8]) + Send;
+
+pub struct Spec {
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+    pub frames: u64,
+}
+
+/// Writes an H.264 MP4 to `path`.
+pub fn make_video(path: &Path, spec: &Spec, paint: &Painter) {
+    gst::init().unwrap();
+    let description = "appsrc name=src format=time ! videoconvert ! video/x-raw,format=I420 \
+         ! openh264enc bitrate=4000000 gop-size=30 complexity=high ! h264parse ! mp4mux ! filesink name=out";
+    let pipeline = gst::parse::launch(description).unwrap().downcast::<gst::Pipeline>().unwrap();
+    pipeline.by_name("out").unwrap().set_property("location", path.to_str().unwrap());
+    let src = pipeline.by_name("src").unwrap().downcast::<gst_app::AppSrc>().unwrap();
+    let caps = gst::Caps::builder("video/x-raw")
+        .field("format", "RGB")
+        .field("width", spec.width as i32)
+        .field("height", spec.height as i32)
+        .field("framerate", gst::Fraction::new(spec.fps as i32, 1))
+        .build();
+    src.set_caps(Some(&caps));
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let frame_len = (spec.width * spec.height * 3) as usize;
+    for index in 0..spec.frames {
+        let mut data = vec![0u8; frame_len];
+        paint(index, &mut data);
+        let mut buffer = gst::Buffer::from_mut_slice(data);
+        {
+            let buffer = buffer.get_mut().unwrap();
+            buffer.set_pts(gst::ClockTime::from_nseconds(index * 1_000_000_000 / spec.fps as u64));
+            buffer.set_duration(gst::ClockTime::from_nseconds(1_000_000_000 / spec.fps as u64));
+        }
+        src.push_buffer(buffer).unwrap();
+    }
+    src.end_of_stream().unwrap();
+    let bus = pipeline.bus().unwrap();
+    for message in bus.iter_timed(gst::ClockTime::from_seconds(60)) {
+        match message.view() {
+            gst::MessageView::Eos(_) => break,
+            gst::MessageView::Error(e) => panic!("fixture encoding failed: {}", e.error()),
+            _ => {}
+        }
+    }
+    pipeline.set_state(gst::State::Null).unwrap();
+}
+
+/// Fills the whole frame with one colour.
+pub fn fill(data: &mut [u8], rgb: [u8; 3]) {
+    for px in data.chunks_exact_mut(3) {
+        px.copy_from_slice(&rgb);
+    }
+}
+
+/// A frame alternating between `a` and `b` every `period` frames.
+pub fn alternating(a: [u8; 3], b: [u8; 3], period: u64) -> Box<Painter> {
+    Box::new(move |i, data| fill(data, if (i / period).is_multiple_of(2) { a } else { b }))
+}

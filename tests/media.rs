@@ -1,0 +1,202 @@
+//! The media pipeline on real GStreamer with videos generated at test time: metadata,
+//! thumbnails, the flash analysis, and clear failures for files that are not videos.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+use common::fixtures::{Painter, Spec, alternating, fill, make_video};
+use tally::media::sensitivity::{FlashKind, Verdict};
+use tally::media::{Media, MediaConfig, MediaError, Processed, Stage};
+
+const BLACK: [u8; 3] = [16, 16, 16];
+const WHITE: [u8; 3] = [235, 235, 235];
+
+fn video(dir: &Path, name: &str, fps: u32, seconds: u64, paint: &Painter) -> PathBuf {
+    let path = dir.join(name);
+    make_video(&path, &Spec { width: 320, height: 180, fps, frames: fps as u64 * seconds }, paint);
+    path
+}
+
+fn process(path: &Path) -> Result<Processed, (Stage, MediaError)> {
+    let media = Media::new(MediaConfig::default()).unwrap();
+    media.process(path, &AtomicBool::new(false), &mut |_, _| {})
+}
+
+#[test]
+fn flashing_videos_are_flagged_and_calm_ones_are_safe() {
+    let dir = tempfile::tempdir().unwrap();
+    // (name, fps, painter, expected verdict, expected flash kind when flagged)
+    type Case = (&'static str, u32, Box<Painter>, Verdict, Option<FlashKind>);
+    let cases: Vec<Case> = vec![
+        ("10hz.mp4", 30, alternating(BLACK, WHITE, 1), Verdict::Flagged, Some(FlashKind::Luminance)),
+        ("5hz.mp4", 30, alternating(BLACK, WHITE, 3), Verdict::Flagged, Some(FlashKind::Luminance)),
+        ("red10hz.mp4", 30, alternating([230, 0, 0], [127, 127, 127], 1), Verdict::Flagged, Some(FlashKind::Red)),
+        ("1hz.mp4", 30, alternating(BLACK, WHITE, 15), Verdict::Safe, None),
+        ("low-contrast.mp4", 30, alternating([100, 100, 100], [118, 118, 118], 1), Verdict::Safe, None),
+        (
+            "small-box.mp4",
+            30,
+            Box::new(|i, data: &mut [u8]| {
+                fill(data, BLACK);
+                if i % 2 == 1 {
+                    // 80×42 of 320×180: about 6 % of the frame.
+                    for y in 0..42 {
+                        for x in 0..80 {
+                            let p = (y * 320 + x) * 3;
+                            data[p..p + 3].copy_from_slice(&WHITE);
+                        }
+                    }
+                }
+            }),
+            Verdict::Safe,
+            None,
+        ),
+        (
+            "ball.mp4",
+            30,
+            Box::new(|i, data: &mut [u8]| {
+                fill(data, [30, 60, 120]);
+                let (cx, cy) = ((i * 7 % 300) as i64 + 10, 90i64);
+                for y in 0..180i64 {
+                    for x in 0..320i64 {
+                        if (x - cx).pow(2) + (y - cy).pow(2) < 400 {
+                            let p = ((y * 320 + x) * 3) as usize;
+                            data[p..p + 3].copy_from_slice(&[240, 200, 40]);
+                        }
+                    }
+                }
+            }),
+            Verdict::Safe,
+            None,
+        ),
+    ];
+    for (name, fps, paint, verdict, kind) in cases {
+        let path = video(dir.path(), name, fps, 3, paint.as_ref());
+        let processed = process(&path).unwrap_or_else(|e| panic!("{name}: {e:?}"));
+        let report = &processed.report;
+        assert_eq!(report.verdict, verdict, "{name}: {report:?}");
+        if let Some(kind) = kind {
+            assert!(report.reasons.iter().any(|r| r.kind == kind), "{name}: {report:?}");
+        }
+        assert_eq!(report.algorithm, "pse-flash-v1");
+        assert!(report.metrics.frames >= 85, "{name}: every frame analysed: {}", report.metrics.frames);
+    }
+}
+
+#[test]
+fn three_flashes_a_second_is_safe_with_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = video(dir.path(), "3hz.mp4", 30, 4, alternating(BLACK, WHITE, 5).as_ref());
+    let report = process(&path).unwrap().report;
+    assert_eq!(report.verdict, Verdict::Safe, "{report:?}");
+    assert!(!report.warnings.is_empty(), "{report:?}");
+}
+
+#[test]
+fn metadata_and_thumbnails_of_a_real_video() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("clip.mp4");
+    // Two black seconds, then a bright gradient: the thumbnail must not be black.
+    let paint: Box<Painter> = Box::new(|i, data: &mut [u8]| {
+        if i < 60 {
+            fill(data, [0, 0, 0]);
+        } else {
+            for (p, px) in data.chunks_exact_mut(3).enumerate() {
+                let x = (p % 640) as u8 / 3;
+                px.copy_from_slice(&[x, 200, 255 - x]);
+            }
+        }
+    });
+    make_video(&path, &Spec { width: 640, height: 360, fps: 30, frames: 120 }, paint.as_ref());
+    let mut stages = Vec::new();
+    let media = Media::new(MediaConfig::default()).unwrap();
+    let processed =
+        media.process(&path, &AtomicBool::new(false), &mut |stage, percent| stages.push((stage, percent))).unwrap();
+    let m = &processed.metadata;
+    assert_eq!((m.width, m.height, m.rotation), (640, 360, 0));
+    assert!(m.video_codec.contains("H.264"), "{m:?}");
+    assert!(m.duration_ms.is_some_and(|d| (3900..=4100).contains(&d)), "{m:?}");
+    assert!(m.frame_rate.is_some_and(|f| (f - 30.0).abs() < 0.1), "{m:?}");
+    assert!(m.decoder.is_some(), "the decoder used is recorded");
+    let [card, poster] = &processed.thumbnails;
+    for (jpeg, width) in [(card, 320u32), (poster, 640)] {
+        assert_eq!(&jpeg[..2], &[0xFF, 0xD8], "a JPEG");
+        let (w, h, mean) = decode_jpeg(jpeg);
+        assert_eq!((w, h), (width, width * 9 / 16));
+        assert!(mean > 60.0, "not the black opening: mean {mean}");
+    }
+    let order: Vec<Stage> = stages.iter().map(|(s, _)| *s).fold(Vec::new(), |mut v, s| {
+        if v.last() != Some(&s) {
+            v.push(s);
+        }
+        v
+    });
+    assert_eq!(order, [Stage::Metadata, Stage::Sensitivity, Stage::Thumbnail]);
+}
+
+/// Width, height and mean sample value of a JPEG, decoded with GStreamer.
+fn decode_jpeg(jpeg: &[u8]) -> (u32, u32, f64) {
+    use gstreamer as gst;
+    use gstreamer::prelude::*;
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), jpeg).unwrap();
+    let pipeline = gst::parse::launch(&format!(
+        "filesrc location={} ! jpegdec ! videoconvert ! video/x-raw,format=GRAY8 ! appsink name=sink",
+        file.path().display()
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let sink = pipeline.by_name("sink").unwrap().downcast::<gstreamer_app::AppSink>().unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let sample = sink.try_pull_sample(gst::ClockTime::from_seconds(10)).expect("a decodable JPEG");
+    let info = gstreamer_video::VideoInfo::from_caps(sample.caps().unwrap()).unwrap();
+    let map = sample.buffer().unwrap().map_readable().unwrap();
+    let mean = map.iter().map(|&v| v as f64).sum::<f64>() / map.len() as f64;
+    pipeline.set_state(gst::State::Null).unwrap();
+    (info.width(), info.height(), mean)
+}
+
+#[test]
+fn files_that_are_not_videos_fail_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.mp4");
+    std::fs::write(&empty, b"").unwrap();
+    let text = dir.path().join("text.mp4");
+    std::fs::write(&text, "this is not a video, just text with an .mp4 name\n".repeat(100)).unwrap();
+    let audio = dir.path().join("audio.mka");
+    let status = std::process::Command::new("gst-launch-1.0")
+        .args([
+            "-q",
+            "audiotestsrc",
+            "num-buffers=50",
+            "!",
+            "audioconvert",
+            "!",
+            "vorbisenc",
+            "!",
+            "matroskamux",
+            "!",
+            "filesink",
+        ])
+        .arg(format!("location={}", audio.display()))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let good = video(dir.path(), "good.mp4", 30, 2, alternating(BLACK, WHITE, 15).as_ref());
+    let truncated = dir.path().join("truncated.mp4");
+    let bytes = std::fs::read(&good).unwrap();
+    std::fs::write(&truncated, &bytes[..bytes.len() / 3]).unwrap();
+
+    for (path, expected) in [(&empty, "empty"), (&text, "not a video"), (&audio, "no video stream")] {
+        let (stage, error) = process(path).err().unwrap_or_else(|| panic!("{path:?} must fail"));
+        assert_eq!(stage, Stage::Metadata, "{path:?}");
+        assert!(error.to_string().contains(expected), "{path:?}: {error}");
+        assert!(matches!(error, MediaError::NotVideo(_)), "{error:?}");
+    }
+    // A truncated MP4 (its index at the end is gone) fails clearly too, without hanging.
+    let result = process(&truncated);
+    assert!(result.is_err(), "a truncated file cannot be a good result");
+}

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -10,9 +11,11 @@ use tokio::net::TcpListener;
 use crate::auth::TokenKeys;
 use crate::config::Config;
 use crate::engineio::CloseReason;
-use crate::events;
+use crate::events::{self, VideoNews};
 use crate::http::api::Api;
 use crate::http::{self, Router};
+use crate::jobs::Jobs;
+use crate::media::Media;
 use crate::socketio::SocketIo;
 use crate::store::Store;
 
@@ -21,6 +24,7 @@ pub struct App {
     pub keys: Arc<TokenKeys>,
     pub store: Store,
     pub io: SocketIo,
+    pub jobs: Arc<Jobs>,
     pub router: Arc<Router>,
 }
 
@@ -31,10 +35,14 @@ impl App {
             .with_context(|| format!("opening the database in {}", config.data_dir.display()))?;
         let io = SocketIo::new(config.socketio());
         events::install(&io, keys.clone(), Arc::new(store.clone()));
-        let api = Arc::new(Api::new(store.clone(), keys.clone(), io.clone(), config.api()));
+        let media = Arc::new(Media::new(config.media.pipeline()).context("starting GStreamer")?);
+        let news = VideoNews::new(io.clone(), keys.clone(), Duration::from_secs(config.media_url_ttl_secs));
+        let jobs =
+            Jobs::start(store.clone(), media, news.clone(), config.media.jobs()).context("starting the job workers")?;
+        let api = Arc::new(Api::new(store.clone(), keys.clone(), news, jobs.clone(), config.api()));
         let engine = io.engine(config.engine());
         let router = Arc::new(Router::new().mount_engine(&config.realtime.path, engine).mount_api(api));
-        Ok(App { config, keys, store, io, router })
+        Ok(App { config, keys, store, io, jobs, router })
     }
 
     pub fn listen(&self) -> anyhow::Result<TcpListener> {
@@ -47,6 +55,10 @@ impl App {
         http::serve(listener, self.router.clone(), shutdown).await;
         for engine in self.router.engines() {
             engine.close_all(CloseReason::ServerShuttingDown);
+        }
+        self.jobs.stop().await;
+        if let Err(error) = self.store.flush().await {
+            tracing::error!(%error, "the final flush failed");
         }
     }
 }

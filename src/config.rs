@@ -13,6 +13,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::engineio::EngineConfig;
 use crate::http::api::ApiConfig;
+use crate::jobs::JobsConfig;
+use crate::media::MediaConfig;
 use crate::socketio::SocketIoConfig;
 
 /// Where the service looks for its config file when `--config` is not given.
@@ -42,6 +44,48 @@ pub struct Config {
     pub login_attempts_per_minute: u32,
     pub login_attempts_per_address_per_minute: u32,
     pub realtime: RealtimeConfig,
+    pub media: MediaSettings,
+}
+
+/// Video processing.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MediaSettings {
+    /// Videos processed at once (processing is decode-bound; the Pi 4 has 4 cores).
+    pub workers: usize,
+    /// Attempts before a job that keeps failing is marked failed.
+    pub max_attempts: u32,
+    pub retry_backoff_secs: u64,
+    /// A pipeline that produces no frame for this long is stopped.
+    pub watchdog_secs: u64,
+    /// Sustained 2–3 flashes per second flag a video too.
+    pub strict_sensitivity: bool,
+}
+
+impl Default for MediaSettings {
+    fn default() -> Self {
+        MediaSettings {
+            workers: 1,
+            max_attempts: 3,
+            retry_backoff_secs: 5,
+            watchdog_secs: 20,
+            strict_sensitivity: false,
+        }
+    }
+}
+
+impl MediaSettings {
+    pub fn pipeline(&self) -> MediaConfig {
+        MediaConfig { strict: self.strict_sensitivity, watchdog: Duration::from_secs(self.watchdog_secs) }
+    }
+
+    pub fn jobs(&self) -> JobsConfig {
+        JobsConfig {
+            workers: self.workers,
+            max_attempts: self.max_attempts,
+            retry_backoff: Duration::from_secs(self.retry_backoff_secs),
+        }
+    }
 }
 
 impl Default for Config {
@@ -60,6 +104,7 @@ impl Default for Config {
             login_attempts_per_minute: 10,
             login_attempts_per_address_per_minute: 30,
             realtime: RealtimeConfig::default(),
+            media: MediaSettings::default(),
         }
     }
 }

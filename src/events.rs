@@ -16,10 +16,69 @@ use serde_json::{Value, json};
 
 use crate::auth::{Claims, TokenError, TokenKeys, unix_now};
 use crate::socketio::{AckSender, ConnectError, Payload, Socket, SocketIo};
+use crate::store::Video;
 
 pub const VIDEO_CREATED: &str = "video:created";
 pub const VIDEO_UPDATED: &str = "video:updated";
 pub const VIDEO_DELETED: &str = "video:deleted";
+pub const VIDEO_PROGRESS: &str = "video:progress";
+pub const VIDEO_PROCESSED: &str = "video:processed";
+pub const VIDEO_FAILED: &str = "video:failed";
+
+/// Shows videos to clients (with their signed media URLs) and tells the organization, and
+/// whoever follows a video, about its changes. The API and the job workers share it so a
+/// video looks the same whichever of them speaks.
+#[derive(Clone)]
+pub struct VideoNews {
+    io: SocketIo,
+    keys: Arc<TokenKeys>,
+    media_url_ttl: Duration,
+}
+
+impl VideoNews {
+    pub fn new(io: SocketIo, keys: Arc<TokenKeys>, media_url_ttl: Duration) -> VideoNews {
+        VideoNews { io, keys, media_url_ttl }
+    }
+
+    /// The video as clients see it: the record plus URLs signed for this video only.
+    pub fn view(&self, video: &Video) -> Value {
+        let mut value = serde_json::to_value(video).unwrap_or(Value::Null);
+        match self.keys.issue_media(&video.id, &video.org_id, self.media_url_ttl) {
+            Ok(token) => {
+                let base = format!("/api/videos/{}", video.id);
+                value["streamUrl"] = json!(format!("{base}/stream?token={token}"));
+                let thumbnail = |size: &str| json!(format!("{base}/thumbnail?size={size}&token={token}"));
+                value["thumbnailUrl"] = if video.has_thumbnail { thumbnail("card") } else { Value::Null };
+                value["posterUrl"] = if video.has_thumbnail { thumbnail("poster") } else { Value::Null };
+            }
+            Err(error) => tracing::error!(%error, video = video.id, "signing media URLs failed"),
+        }
+        value
+    }
+
+    /// Sends `event` with the video (or just its id, for deletions) to its organization and
+    /// to the sockets following it.
+    pub fn announce(&self, event: &str, video: &Video) {
+        let payload = if event == VIDEO_DELETED { json!({ "id": video.id }) } else { self.view(video) };
+        self.send(video, event, payload);
+    }
+
+    pub fn progress(&self, video: &Video, stage: &str, percent: u8, eta_seconds: Option<u64>) {
+        let mut payload = json!({ "videoId": video.id, "stage": stage, "progress": percent });
+        if let Some(eta) = eta_seconds {
+            payload["etaSeconds"] = json!(eta);
+        }
+        self.send(video, VIDEO_PROGRESS, payload);
+    }
+
+    pub fn failed(&self, video: &Video, stage: &str, error: &str) {
+        self.send(video, VIDEO_FAILED, json!({ "videoId": video.id, "stage": stage, "error": error }));
+    }
+
+    fn send(&self, video: &Video, event: &str, payload: Value) {
+        self.io.of("/").to(org_room(&video.org_id)).to(video_room(&video.id)).emit(event, vec![payload]);
+    }
+}
 
 /// Who may see which video; the store implements it.
 pub trait VideoDirectory: Send + Sync + 'static {
@@ -31,11 +90,6 @@ impl VideoDirectory for crate::store::Store {
     fn belongs_to(&self, video_id: &str, org: &str) -> bool {
         self.video_belongs_to(video_id, org)
     }
-}
-
-/// Sends `event` to every socket of organization `org`.
-pub fn to_organization(io: &SocketIo, org: &str, event: &str, payload: Value) {
-    io.of("/").to(org_room(org)).emit(event, vec![payload]);
 }
 
 pub fn org_room(org: &str) -> String {

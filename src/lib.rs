@@ -11,6 +11,7 @@ pub mod conformance;
 pub mod engineio;
 pub mod events;
 pub mod http;
+pub mod jobs;
 pub mod logging;
 pub mod media;
 pub mod socketio;

@@ -38,6 +38,7 @@ fn seed(app: &TestApp) {
             metadata: None,
             sensitivity: None,
             has_thumbnail: false,
+            progress: None,
             error: None,
         };
         app.app.store.insert_video(&video).unwrap();

@@ -90,9 +90,11 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
-/// Serves until `shutdown` resolves; then stops accepting and returns.
+/// Serves until `shutdown` resolves; then stops accepting, lets requests in flight finish and
+/// closes idle keep-alive connections.
 pub async fn serve(listener: TcpListener, router: Arc<Router>, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
+    let (closing, closed) = tokio::sync::watch::channel(false);
     loop {
         let (stream, remote) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -108,6 +110,7 @@ pub async fn serve(listener: TcpListener, router: Arc<Router>, shutdown: impl Fu
         };
         let _ = stream.set_nodelay(true);
         let router = router.clone();
+        let mut closed = closed.clone();
         tokio::spawn(async move {
             let service = service_fn(move |request| {
                 let router = router.clone();
@@ -118,9 +121,18 @@ pub async fn serve(listener: TcpListener, router: Arc<Router>, shutdown: impl Fu
                 .header_read_timeout(HEADER_READ_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), service)
                 .with_upgrades();
-            if let Err(error) = connection.await {
+            tokio::pin!(connection);
+            let result = tokio::select! {
+                result = connection.as_mut() => result,
+                () = async { let _ = closed.wait_for(|closing| *closing).await; } => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(error) = result {
                 tracing::debug!(%error, %remote, "connection ended with an error");
             }
         });
     }
+    let _ = closing.send(true);
 }

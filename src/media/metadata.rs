@@ -86,9 +86,9 @@ pub fn probe(path: &Path, timeout: gst::ClockTime) -> Result<Metadata, MediaErro
     });
     let container = info
         .stream_info()
+        .filter(|s| s.is::<pbutils::DiscovererContainerInfo>())
         .and_then(|s| s.caps())
-        .filter(|_| !info.container_streams().is_empty())
-        .map(|c| describe(Some(&c)).unwrap_or_default());
+        .map(|caps| describe(Some(&caps)).unwrap_or_default());
     Ok(Metadata {
         duration_ms: info.duration().map(|d| d.mseconds()),
         container,

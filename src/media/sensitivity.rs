@@ -269,7 +269,8 @@ fn runs_over(at_ms: &[u64], counts: &[usize], limit: usize) -> Vec<(u64, u64, us
 /// 4 to 6 transitions per second in at least 4 of any 5 consecutive seconds.
 fn sustained(at_ms: &[u64]) -> bool {
     let Some(&last) = at_ms.last() else { return false };
-    let seconds = (last / WINDOW_MS + 1) as usize;
+    // A clip shorter than five seconds is judged as if it were followed by calm.
+    let seconds = ((last / WINDOW_MS + 1) as usize).max(5);
     let mut per_second = vec![0usize; seconds];
     for &t in at_ms {
         per_second[(t / WINDOW_MS) as usize] += 1;

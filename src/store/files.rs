@@ -27,8 +27,9 @@ impl VideoFiles {
         self.dir(id).join(format!("original.{ext}"))
     }
 
-    pub fn thumbnail(&self, id: &str) -> PathBuf {
-        self.dir(id).join("thumbnail.jpg")
+    /// `size` is `card` or `poster`.
+    pub fn thumbnail(&self, id: &str, size: &str) -> PathBuf {
+        self.dir(id).join(format!("thumbnail-{size}.jpg"))
     }
 
     /// A fresh path for an upload in flight.

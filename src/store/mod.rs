@@ -7,6 +7,7 @@
 
 mod accounts;
 pub mod files;
+mod jobs;
 pub mod model;
 mod sessions;
 mod videos;
@@ -20,7 +21,8 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 pub use accounts::{NewUser, normalize_email};
 pub use files::VideoFiles;
-pub use model::{Organization, RefreshToken, User, Video, VideoStatus};
+pub use jobs::{Job, JobState};
+pub use model::{Organization, Progress, RefreshToken, User, Video, VideoStatus};
 pub use sessions::RefreshRefusal;
 pub use videos::{VideoPage, VideoQuery};
 
@@ -72,8 +74,8 @@ pub struct Store {
     videos: sled::Tree,
     refresh: sled::Tree,
     revoked_families: sled::Tree,
-    /// Opened now so the layout is fixed; filled by the media and chat work.
-    pub jobs: sled::Tree,
+    jobs: sled::Tree,
+    /// Opened now so the layout is fixed; filled by the chat work.
     pub chat: sled::Tree,
     files: VideoFiles,
 }

@@ -64,8 +64,17 @@ pub struct Video {
     pub sensitivity: Option<Value>,
     #[serde(default)]
     pub has_thumbnail: bool,
+    /// Where processing is, as last announced (`None` when not processing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<Progress>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    pub stage: String,
+    pub percent: u8,
 }
 
 /// A refresh token, stored under the SHA-256 of its value.

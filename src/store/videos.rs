@@ -131,6 +131,7 @@ mod tests {
             metadata: None,
             sensitivity: None,
             has_thumbnail: false,
+            progress: None,
             error: None,
         }
     }

@@ -238,7 +238,19 @@ impl TestApp {
             data_dir: data_dir.path().to_owned(),
             ..Default::default()
         };
-        let app = Arc::new(tally::app::App::new(config).unwrap());
+        // A restart in the same process waits for the previous instance to let go of the
+        // database (its last connections are still closing).
+        let mut attempts = 0;
+        let app = loop {
+            match tally::app::App::new(config.clone()) {
+                Ok(app) => break Arc::new(app),
+                Err(error) if attempts < 100 && format!("{error:#}").contains("in use") => {
+                    attempts += 1;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(error) => panic!("starting the app: {error:#}"),
+            }
+        };
         let listener = app.listen().unwrap();
         let addr = listener.local_addr().unwrap();
         let runner = app.clone();

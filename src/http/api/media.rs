@@ -40,7 +40,13 @@ impl Api {
         let org = self.media_org(id, &request)?;
         let video =
             self.store.video(&org, id)?.filter(|v| v.has_thumbnail).ok_or_else(|| ApiError::not_found("thumbnail"))?;
-        serve_file(&request, &self.store.files().thumbnail(&video.id), "image/jpeg").await
+        let params = query_params(&request);
+        let size = match params.iter().find(|(key, _)| key == "size").map(|(_, v)| v.as_str()) {
+            None | Some("card") => "card",
+            Some("poster") => "poster",
+            Some(other) => return Err(ApiError::bad_request(format!("size is card or poster, not {other:?}"))),
+        };
+        serve_file(&request, &self.store.files().thumbnail(&video.id, size), "image/jpeg").await
     }
 
     /// The organization whose video `id` the request may read.

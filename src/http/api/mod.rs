@@ -25,7 +25,8 @@ use super::error::ApiError;
 use super::{Body, full};
 use crate::auth::limiter::LoginLimiter;
 use crate::auth::{Claims, Role, TokenKeys};
-use crate::socketio::SocketIo;
+use crate::events::VideoNews;
+use crate::jobs::Jobs;
 use crate::store::{Store, User};
 
 /// Largest JSON request body.
@@ -49,7 +50,8 @@ pub struct ApiConfig {
 pub struct Api {
     store: Store,
     keys: Arc<TokenKeys>,
-    io: SocketIo,
+    news: VideoNews,
+    jobs: Arc<Jobs>,
     limiter: LoginLimiter,
     config: ApiConfig,
     routes: matchit::Router<Route>,
@@ -84,7 +86,7 @@ const EDITORS: &[Role] = &[Role::Admin, Role::Editor];
 const ADMINS: &[Role] = &[Role::Admin];
 
 impl Api {
-    pub fn new(store: Store, keys: Arc<TokenKeys>, io: SocketIo, config: ApiConfig) -> Api {
+    pub fn new(store: Store, keys: Arc<TokenKeys>, news: VideoNews, jobs: Arc<Jobs>, config: ApiConfig) -> Api {
         let mut routes = matchit::Router::new();
         for (path, route) in [
             ("/api/auth/login", Route::Login),
@@ -103,7 +105,7 @@ impl Api {
             }
         }
         let limiter = LoginLimiter::new(config.login_attempts_per_minute, config.login_attempts_per_address_per_minute);
-        Api { store, keys, io, limiter, config, routes }
+        Api { store, keys, news, jobs, limiter, config, routes }
     }
 
     pub fn store(&self) -> &Store {

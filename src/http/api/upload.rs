@@ -198,16 +198,18 @@ impl Api {
             ext: received.ext,
             content_type: received.content_type,
             size: received.size,
-            status: VideoStatus::Uploaded,
+            status: VideoStatus::Queued,
             uploaded_by: caller.user.id.clone(),
             created_at: now,
             updated_at: now,
             metadata: None,
             sensitivity: None,
             has_thumbnail: false,
+            progress: None,
             error: None,
         };
-        let recorded = match self.store.insert_video(&video) {
+        // The record and its processing job are written together.
+        let recorded = match self.jobs.submit(&video) {
             Ok(()) => self.store.flush().await,
             Err(error) => Err(error),
         };
@@ -216,7 +218,7 @@ impl Api {
             return Err(error.into());
         }
         tracing::info!(video = video.id, org = video.org_id, size = video.size, by = caller.user.id, "video uploaded");
-        self.announce(events::VIDEO_CREATED, &video);
+        self.news.announce(events::VIDEO_CREATED, &video);
         let mut response = json_response(StatusCode::CREATED, &self.video_json(&video)?)?;
         if let Ok(location) = HeaderValue::from_str(&format!("/api/videos/{}", video.id)) {
             response.headers_mut().insert(header::LOCATION, location);

@@ -25,30 +25,7 @@ struct UpdateVideo {
 impl Api {
     /// A video as the API shows it: the record plus signed URLs for `<video>` and `<img>`.
     pub(super) fn video_json(&self, video: &Video) -> Result<Value, ApiError> {
-        let token = self
-            .keys
-            .issue_media(&video.id, &video.org_id, self.config.media_url_ttl)
-            .map_err(|error| ApiError::internal("signing a media URL", error))?;
-        let mut value = serde_json::to_value(video).map_err(|error| ApiError::internal("encoding a video", error))?;
-        value["streamUrl"] = json!(format!("/api/videos/{}/stream?token={token}", video.id));
-        value["thumbnailUrl"] = if video.has_thumbnail {
-            json!(format!("/api/videos/{}/thumbnail?token={token}", video.id))
-        } else {
-            Value::Null
-        };
-        Ok(value)
-    }
-
-    /// Tells the organization's open browsers about a change.
-    pub(super) fn announce(&self, event: &str, video: &Video) {
-        let payload = match event {
-            events::VIDEO_DELETED => json!({ "id": video.id }),
-            _ => match self.video_json(video) {
-                Ok(value) => value,
-                Err(_) => return,
-            },
-        };
-        events::to_organization(&self.io, &video.org_id, event, payload);
+        Ok(self.news.view(video))
     }
 
     pub(super) fn list_videos(&self, caller: &Caller, request: &Request<Incoming>) -> Result<Response<Body>, ApiError> {
@@ -97,7 +74,7 @@ impl Api {
             .update_video(&caller.user.org_id, id, |video| video.title = title.clone())
             .map_err(|_| ApiError::not_found("video"))?;
         self.store.flush().await?;
-        self.announce(events::VIDEO_UPDATED, &video);
+        self.news.announce(events::VIDEO_UPDATED, &video);
         json_response(StatusCode::OK, &self.video_json(&video)?)
     }
 
@@ -106,10 +83,11 @@ impl Api {
             return Err(ApiError::not_found("video"));
         }
         caller.require(EDITORS)?;
+        self.jobs.cancel(id)?;
         let video = self.store.delete_video(&caller.user.org_id, id).map_err(|_| ApiError::not_found("video"))?;
         self.store.flush().await?;
         tracing::info!(video = video.id, org = video.org_id, by = caller.user.id, "video deleted");
-        self.announce(events::VIDEO_DELETED, &video);
+        self.news.announce(events::VIDEO_DELETED, &video);
         Ok(no_content())
     }
 }

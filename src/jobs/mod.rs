@@ -1,0 +1,277 @@
+//! Processing jobs: workers take queued jobs from the store, run the media pipeline on a
+//! blocking thread, and keep the video record and the organization's browsers up to date.
+//!
+//! A job is claimed (`running`) and every outcome is written together with the video record
+//! before it is announced. Jobs found `running` at start were cut short by a crash or power
+//! cut and go back to the queue. Failures that may pass (a stalled or failed decode) are
+//! retried with backoff; a file that is not a video fails at once.
+//!
+//! Door: [`Jobs::start`], then [`Jobs::submit`] and [`Jobs::cancel`].
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Notify, mpsc};
+
+use crate::events::{self, VideoNews};
+use crate::media::{Media, MediaError, Processed, Stage};
+use crate::store::{Job, JobState, Progress, Store, StoreError, Video, VideoStatus, now_ms};
+
+/// At most this many progress events per second per video.
+const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
+/// Idle workers look at the queue this often even if nobody wakes them (retry backoff ends).
+const IDLE_POLL: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone)]
+pub struct JobsConfig {
+    pub workers: usize,
+    pub max_attempts: u32,
+    /// The first retry waits this long; each further one twice as long.
+    pub retry_backoff: Duration,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        JobsConfig { workers: 1, max_attempts: 3, retry_backoff: Duration::from_secs(5) }
+    }
+}
+
+pub struct Jobs {
+    store: Store,
+    media: Arc<Media>,
+    news: VideoNews,
+    config: JobsConfig,
+    wake: Notify,
+    /// Cancel flags of the videos being processed now.
+    running: Mutex<HashMap<String, Arc<AtomicBool>>>,
+    stopping: AtomicBool,
+    workers: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl Jobs {
+    /// Requeues interrupted jobs and starts the workers.
+    pub fn start(
+        store: Store,
+        media: Arc<Media>,
+        news: VideoNews,
+        config: JobsConfig,
+    ) -> Result<Arc<Jobs>, StoreError> {
+        let requeued = store.requeue_interrupted_jobs()?;
+        if requeued > 0 {
+            tracing::warn!(requeued, "jobs interrupted by the last shutdown are queued again");
+        }
+        let jobs = Arc::new(Jobs {
+            store,
+            media,
+            news,
+            config,
+            wake: Notify::new(),
+            running: Mutex::new(HashMap::new()),
+            stopping: AtomicBool::new(false),
+            workers: Mutex::new(Vec::new()),
+        });
+        let handles: Vec<_> =
+            (0..jobs.config.workers.max(1)).map(|worker| tokio::spawn(jobs.clone().work(worker))).collect();
+        if let Ok(mut workers) = jobs.workers.lock() {
+            *workers = handles;
+        }
+        Ok(jobs)
+    }
+
+    /// Stops the workers. A job cut short stays `running` in the store and is queued again at
+    /// the next start, exactly as after a power cut.
+    pub async fn stop(&self) {
+        self.stopping.store(true, Ordering::Release);
+        if let Ok(running) = self.running.lock() {
+            for flag in running.values() {
+                flag.store(true, Ordering::Relaxed);
+            }
+        }
+        self.wake.notify_waiters();
+        let handles = self.workers.lock().map(|mut w| std::mem::take(&mut *w)).unwrap_or_default();
+        for handle in handles {
+            let _ = handle.await;
+        }
+    }
+
+    /// Records a new video with its queued job and wakes a worker.
+    pub fn submit(&self, video: &Video) -> Result<(), StoreError> {
+        self.store.insert_video_with_job(video)?;
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Drops the video's jobs and stops its processing if it is running.
+    pub fn cancel(&self, video_id: &str) -> Result<(), StoreError> {
+        self.store.remove_jobs_of(video_id)?;
+        if let Some(flag) = self.running.lock().ok().and_then(|running| running.get(video_id).cloned()) {
+            flag.store(true, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    async fn work(self: Arc<Self>, worker: usize) {
+        while !self.stopping.load(Ordering::Acquire) {
+            match self.store.claim_job() {
+                Ok(Some(job)) => self.run(job).await,
+                Ok(None) => {
+                    let _ = tokio::time::timeout(IDLE_POLL, self.wake.notified()).await;
+                }
+                Err(error) => {
+                    tracing::error!(%error, worker, "reading the job queue failed");
+                    tokio::time::sleep(IDLE_POLL).await;
+                }
+            }
+        }
+    }
+
+    async fn run(&self, mut job: Job) {
+        let video = match self.store.video(&job.org_id, &job.video_id) {
+            Ok(Some(video)) => video,
+            _ => {
+                let _ = self.store.remove_jobs_of(&job.video_id);
+                return;
+            }
+        };
+        tracing::info!(video = video.id, attempt = job.attempts, "processing");
+        let cancel = Arc::new(AtomicBool::new(false));
+        if let Ok(mut running) = self.running.lock() {
+            running.insert(video.id.clone(), cancel.clone());
+        }
+        let started = Instant::now();
+        let outcome = self.process(&video, cancel).await;
+        if let Ok(mut running) = self.running.lock() {
+            running.remove(&video.id);
+        }
+        // Work from the latest record: the title may have changed meanwhile.
+        let Ok(Some(mut video)) = self.store.video(&job.org_id, &job.video_id) else { return };
+        video.progress = None;
+        video.updated_at = now_ms();
+        let event = match outcome {
+            Ok(processed) => match self.keep_thumbnails(&video, &processed).await {
+                Ok(()) => {
+                    video.status = VideoStatus::Processed;
+                    video.metadata = serde_json::to_value(&processed.metadata).ok();
+                    video.sensitivity = serde_json::to_value(&processed.report).ok();
+                    video.has_thumbnail = true;
+                    video.error = None;
+                    job.state = JobState::Done;
+                    tracing::info!(video = video.id, seconds = started.elapsed().as_secs_f64(), verdict = ?processed.report.verdict, decoder = processed.metadata.decoder, "processed");
+                    Some((events::VIDEO_PROCESSED, None))
+                }
+                Err(error) => self.settle_failure(
+                    &mut job,
+                    &mut video,
+                    Stage::Thumbnail,
+                    MediaError::Internal(format!("saving thumbnails: {error}")),
+                ),
+            },
+            Err((_, MediaError::Cancelled)) => return,
+            Err((stage, error)) => self.settle_failure(&mut job, &mut video, stage, error),
+        };
+        job.updated_at = now_ms();
+        if let Err(error) = self.store.finish_job(&job, &video) {
+            // NotFound: the video was deleted meanwhile; nothing to tell anyone.
+            if !matches!(error, StoreError::NotFound) {
+                tracing::error!(%error, video = video.id, "recording the job outcome failed");
+            }
+            return;
+        }
+        if let Err(error) = self.store.flush().await {
+            tracing::error!(%error, "flushing the job outcome failed");
+        }
+        match event {
+            Some((events::VIDEO_FAILED, Some((stage, message)))) => self.news.failed(&video, stage, &message),
+            Some((name, _)) => self.news.announce(name, &video),
+            None => {}
+        }
+    }
+
+    /// Decides between a retry and a final failure, and says which event tells it.
+    fn settle_failure(
+        &self,
+        job: &mut Job,
+        video: &mut Video,
+        stage: Stage,
+        error: MediaError,
+    ) -> Option<(&'static str, Option<(&'static str, String)>)> {
+        let permanent = matches!(error, MediaError::NotVideo(_) | MediaError::UnsupportedCodec(_));
+        let message = error.to_string();
+        if !permanent && job.attempts < self.config.max_attempts {
+            let wait = self.config.retry_backoff * 2u32.saturating_pow(job.attempts.saturating_sub(1));
+            tracing::warn!(video = video.id, stage = stage.as_str(), error = message, retry_in = ?wait, "processing failed; will retry");
+            job.state = JobState::Queued;
+            job.not_before = now_ms() + wait.as_millis() as u64;
+            job.error = Some(message);
+            video.status = VideoStatus::Queued;
+            return Some((events::VIDEO_UPDATED, None));
+        }
+        tracing::warn!(video = video.id, stage = stage.as_str(), error = message, "processing failed");
+        job.state = JobState::Failed;
+        job.error = Some(message.clone());
+        video.status = VideoStatus::Failed;
+        video.error = Some(message.clone());
+        Some((events::VIDEO_FAILED, Some((stage.as_str(), message))))
+    }
+
+    /// Runs the pipeline on a blocking thread, forwarding its progress as events.
+    async fn process(&self, video: &Video, cancel: Arc<AtomicBool>) -> Result<Processed, (Stage, MediaError)> {
+        let path: PathBuf = self.store.files().original(&video.id, &video.ext);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let media = self.media.clone();
+        let mut task = tokio::task::spawn_blocking(move || {
+            media.process(&path, &cancel, &mut |stage, percent| {
+                let _ = tx.send((stage, percent));
+            })
+        });
+        let started = Instant::now();
+        let mut last: Option<(Stage, Instant)> = None;
+        loop {
+            tokio::select! {
+                // Progress first: every message sent before the task ended is forwarded.
+                biased;
+                Some((stage, percent)) = rx.recv() => {
+                    let due = match last {
+                        Some((previous, at)) => previous != stage || percent == 100 || at.elapsed() >= PROGRESS_INTERVAL,
+                        None => true,
+                    };
+                    if due {
+                        last = Some((stage, Instant::now()));
+                        self.report_progress(video, stage, percent, started);
+                    }
+                }
+                result = &mut task => {
+                    return result.unwrap_or_else(|error| Err((Stage::Metadata, MediaError::Internal(format!("the pipeline thread failed: {error}")))));
+                }
+            }
+        }
+    }
+
+    /// Stores then announces where processing is, so the record matches the last event.
+    fn report_progress(&self, video: &Video, stage: Stage, percent: u8, started: Instant) {
+        let progress = Progress { stage: stage.as_str().to_owned(), percent };
+        let updated = self.store.update_video(&video.org_id, &video.id, |v| {
+            v.status = VideoStatus::Processing;
+            v.progress = Some(progress.clone());
+        });
+        let Ok(updated) = updated else { return };
+        let eta = (stage == Stage::Sensitivity && percent > 0 && percent < 100)
+            .then(|| (started.elapsed().as_secs_f64() * (100 - percent) as f64 / percent as f64).round() as u64);
+        self.news.progress(&updated, stage.as_str(), percent, eta);
+    }
+
+    async fn keep_thumbnails(&self, video: &Video, processed: &Processed) -> std::io::Result<()> {
+        let files = self.store.files();
+        for (size, jpeg) in [("card", &processed.thumbnails[0]), ("poster", &processed.thumbnails[1])] {
+            let path = files.thumbnail(&video.id, size);
+            let temp = path.with_extension("jpg.part");
+            tokio::fs::write(&temp, jpeg).await?;
+            tokio::fs::File::open(&temp).await?.sync_all().await?;
+            tokio::fs::rename(&temp, &path).await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,136 @@
+//! The processing queue: one job per video, FIFO by id (ULIDs sort by time), persisted in
+//! the `jobs` tree. The job and its video's status change together in one transaction.
+
+use serde::{Deserialize, Serialize};
+use sled::Transactional;
+
+use super::{Store, StoreError, Video, VideoStatus, abort, decode, encode, new_id, now_ms};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    Queued,
+    Running,
+    Done,
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    pub id: String,
+    pub video_id: String,
+    pub org_id: String,
+    pub state: JobState,
+    pub attempts: u32,
+    /// Not to be started before this time (ms since the epoch): retry backoff.
+    pub not_before: u64,
+    pub error: Option<String>,
+    pub updated_at: u64,
+}
+
+fn video_key(org_id: &str, id: &str) -> Vec<u8> {
+    format!("{org_id}/{id}").into_bytes()
+}
+
+impl Store {
+    /// Records a new video together with its queued job.
+    pub fn insert_video_with_job(&self, video: &Video) -> Result<Job, StoreError> {
+        let job = Job {
+            id: new_id(),
+            video_id: video.id.clone(),
+            org_id: video.org_id.clone(),
+            state: JobState::Queued,
+            attempts: 0,
+            not_before: 0,
+            error: None,
+            updated_at: now_ms(),
+        };
+        let (video_raw, job_raw) = (encode(video)?, encode(&job)?);
+        (&self.videos, &self.jobs).transaction(|(videos, jobs)| {
+            videos.insert(video_key(&video.org_id, &video.id), video_raw.as_slice())?;
+            jobs.insert(job.id.as_bytes(), job_raw.as_slice())?;
+            Ok(())
+        })?;
+        Ok(job)
+    }
+
+    /// Claims the oldest queued job that is due, marking it running.
+    pub fn claim_job(&self) -> Result<Option<Job>, StoreError> {
+        let now = now_ms();
+        for entry in self.jobs.iter() {
+            let (key, raw) = entry?;
+            let mut job: Job = decode(&raw)?;
+            if job.state != JobState::Queued || job.not_before > now {
+                continue;
+            }
+            job.state = JobState::Running;
+            job.attempts += 1;
+            job.updated_at = now;
+            // Only one worker wins a job: the swap fails if another changed it first.
+            if self.jobs.compare_and_swap(&key, Some(raw), Some(encode(&job)?))?.is_ok() {
+                return Ok(Some(job));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Saves the job and the video record in one step.
+    pub fn finish_job(&self, job: &Job, video: &Video) -> Result<(), StoreError> {
+        let (video_raw, job_raw) = (encode(video)?, encode(job)?);
+        (&self.videos, &self.jobs).transaction(|(videos, jobs)| {
+            // A video deleted while it was processed stays deleted.
+            if videos.get(video_key(&video.org_id, &video.id))?.is_none() {
+                return abort(StoreError::NotFound);
+            }
+            videos.insert(video_key(&video.org_id, &video.id), video_raw.as_slice())?;
+            jobs.insert(job.id.as_bytes(), job_raw.as_slice())?;
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    /// Removes every job of a video (it was deleted).
+    pub fn remove_jobs_of(&self, video_id: &str) -> Result<(), StoreError> {
+        for entry in self.jobs.iter() {
+            let (key, raw) = entry?;
+            let job: Job = decode(&raw)?;
+            if job.video_id == video_id {
+                self.jobs.remove(key)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// After a crash or power cut: jobs that were running go back to the queue, and their
+    /// videos back to `queued`.
+    pub fn requeue_interrupted_jobs(&self) -> Result<usize, StoreError> {
+        let mut requeued = 0;
+        for entry in self.jobs.iter() {
+            let (key, raw) = entry?;
+            let mut job: Job = decode(&raw)?;
+            if job.state != JobState::Running {
+                continue;
+            }
+            job.state = JobState::Queued;
+            job.updated_at = now_ms();
+            self.jobs.insert(key, encode(&job)?)?;
+            let _ = self.update_video(&job.org_id, &job.video_id, |video| {
+                video.status = VideoStatus::Queued;
+                video.progress = None;
+            });
+            requeued += 1;
+        }
+        Ok(requeued)
+    }
+
+    pub fn jobs_in(&self, state: JobState) -> Result<Vec<Job>, StoreError> {
+        let mut found = Vec::new();
+        for entry in self.jobs.iter() {
+            let job: Job = decode(&entry?.1)?;
+            if job.state == state {
+                found.push(job);
+            }
+        }
+        Ok(found)
+    }
+}

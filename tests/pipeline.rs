@@ -1,0 +1,226 @@
+//! Processing end to end on the real server process: upload through the API, watch the
+//! stages over the stock socket.io-client, fetch the thumbnails, survive a crash mid-job.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::fixtures::{Painter, Spec, fill, make_video};
+use common::node::NodeClients;
+use common::process::{Tally, add_user};
+use common::*;
+use hyper::Method;
+use serde_json::{Value, json};
+
+async fn acme_and_globex() -> (tempfile::TempDir, Tally) {
+    let dir = tempfile::tempdir().unwrap();
+    add_user(dir.path(), "Acme", "editor@acme.test", "editor").await;
+    add_user(dir.path(), "Globex", "admin@globex.test", "admin").await;
+    let tally = Tally::start(dir.path(), &[("TALLY_MEDIA__RETRY_BACKOFF_SECS", "1")]).await;
+    (dir, tally)
+}
+
+/// `seconds` of 320×180 video: black for the first second, then a bright moving gradient.
+fn clip(dir: &Path, name: &str, width: u32, seconds: u64) -> Vec<u8> {
+    let path = dir.join(name);
+    let paint: Box<Painter> = Box::new(move |i, data: &mut [u8]| {
+        if i < 30 {
+            fill(data, [0, 0, 0]);
+            return;
+        }
+        for (p, px) in data.chunks_exact_mut(3).enumerate() {
+            let x = ((p as u32 % width) + i as u32) as u8;
+            px.copy_from_slice(&[x, 180, 255 - x]);
+        }
+    });
+    make_video(&path, &Spec { width, height: width * 9 / 16, fps: 30, frames: 30 * seconds }, paint.as_ref());
+    std::fs::read(&path).unwrap()
+}
+
+/// Width and height from a baseline or progressive JPEG's SOF marker.
+fn jpeg_size(jpeg: &[u8]) -> (u32, u32) {
+    assert_eq!(&jpeg[..2], &[0xFF, 0xD8], "not a JPEG");
+    let mut i = 2;
+    while i + 9 < jpeg.len() {
+        let (marker, len) = (jpeg[i + 1], u16::from_be_bytes([jpeg[i + 2], jpeg[i + 3]]) as usize);
+        if matches!(marker, 0xC0..=0xC2) {
+            let height = u16::from_be_bytes([jpeg[i + 5], jpeg[i + 6]]) as u32;
+            let width = u16::from_be_bytes([jpeg[i + 7], jpeg[i + 8]]) as u32;
+            return (width, height);
+        }
+        i += 2 + len;
+    }
+    panic!("no frame header in the JPEG");
+}
+
+#[tokio::test]
+async fn uploads_are_processed_live_for_the_organization_only() {
+    let (dir, tally) = acme_and_globex().await;
+    let editor = tally.token("editor@acme.test").await;
+    let outsider = tally.token("admin@globex.test").await;
+    let mut node = NodeClients::spawn().await;
+    let url = format!("http://{}", tally.addr);
+    node.connect("acme", &url, Some(&editor), json!({})).await;
+    node.connect("globex", &url, Some(&outsider), json!({})).await;
+    node.expect_ev("acme", "connect").await;
+    node.expect_ev("globex", "connect").await;
+
+    let bytes = clip(dir.path(), "clip.mp4", 640, 3);
+    let uploaded = tally.upload(&editor, Some("processed live"), "clip.mp4", &bytes).await;
+    assert_eq!(uploaded.status, 201, "{}", uploaded.body);
+    let id = uploaded.json()["id"].as_str().unwrap().to_owned();
+
+    let processed = node.expect_event("acme", "video:processed").await["args"][0].clone();
+    let progress: Vec<Value> = node
+        .drain()
+        .into_iter()
+        .filter(|v| v["id"] == "acme" && v["event"] == "video:progress")
+        .map(|v| v["args"][0].clone())
+        .collect();
+    let mut stages: Vec<String> = Vec::new();
+    for event in &progress {
+        assert_eq!(event["videoId"], id.as_str());
+        let percent = event["progress"].as_u64().unwrap();
+        assert!(percent <= 100);
+        let stage = event["stage"].as_str().unwrap().to_owned();
+        if stages.last() != Some(&stage) {
+            stages.push(stage);
+        }
+    }
+    assert_eq!(stages, ["metadata", "sensitivity", "thumbnail"], "{progress:#?}");
+    assert!(progress.iter().any(|p| p["stage"] == "thumbnail" && p["progress"] == 100));
+
+    assert_eq!(processed["id"], id.as_str());
+    assert_eq!(processed["status"], "processed");
+    assert_eq!(processed["metadata"]["width"], 640);
+    assert_eq!(processed["metadata"]["height"], 360);
+    assert!(processed["metadata"]["decoder"].is_string());
+    assert_eq!(processed["sensitivity"]["verdict"], "safe");
+    assert_eq!(processed["sensitivity"]["algorithm"], "pse-flash-v1");
+    for (field, width) in [("thumbnailUrl", 320), ("posterUrl", 640)] {
+        let jpeg = get(tally.addr, processed[field].as_str().unwrap()).await;
+        assert_eq!((jpeg.status, jpeg.headers["content-type"].to_str().unwrap()), (200, "image/jpeg"));
+        assert_eq!(jpeg_size(&jpeg.bytes), (width, width * 9 / 16), "{field}");
+    }
+    let record = tally.call(Method::GET, &format!("/api/videos/{id}"), &editor, None).await.json();
+    for key in ["status", "metadata", "sensitivity", "hasThumbnail"] {
+        assert_eq!(
+            numbers_as_f64(&record[key]),
+            numbers_as_f64(&processed[key]),
+            "the record matches what was announced: {key}"
+        );
+    }
+    // GStreamer names the MP4 family after QuickTime.
+    assert_eq!(processed["metadata"]["container"], "Quicktime");
+    assert!(record.get("progress").is_none(), "no stale progress on a processed video");
+    let leaked: Vec<_> = node.drain().into_iter().filter(|v| v["id"] == "globex" && v["ev"] == "event").collect();
+    assert!(leaked.is_empty(), "globex saw {leaked:?}");
+}
+
+/// JSON with every number as a float: `30.0` from Rust and `30` from JavaScript are one value.
+fn numbers_as_f64(value: &Value) -> Value {
+    match value {
+        Value::Number(n) => json!(n.as_f64()),
+        Value::Array(items) => Value::Array(items.iter().map(numbers_as_f64).collect()),
+        Value::Object(map) => Value::Object(map.iter().map(|(k, v)| (k.clone(), numbers_as_f64(v))).collect()),
+        other => other.clone(),
+    }
+}
+
+async fn wait_for_status(tally: &Tally, token: &str, id: &str, status: &str) -> Value {
+    for _ in 0..600 {
+        let record = tally.call(Method::GET, &format!("/api/videos/{id}"), token, None).await.json();
+        if record["status"] == status {
+            return record;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("video {id} never became {status}");
+}
+
+async fn socket(tally: &Tally, token: &str) -> Ws {
+    let mut ws = ws_connect(tally.addr, "/socket.io/?EIO=4&transport=websocket").await.unwrap();
+    next_text(&mut ws).await;
+    send_text(&mut ws, &format!(r#"40{{"token":"{token}"}}"#)).await;
+    assert!(next_text(&mut ws).await.starts_with("40{"));
+    ws
+}
+
+/// Waits for the first `video:progress` of the analysis pass.
+async fn wait_for_analysis(ws: &mut Ws) {
+    loop {
+        let text = next_text(ws).await;
+        if text.contains("video:progress") && text.contains("\"sensitivity\"") {
+            return;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_job_cut_short_by_a_crash_completes_after_restart() {
+    let (dir, mut tally) = acme_and_globex().await;
+    let editor = tally.token("editor@acme.test").await;
+    let bytes = clip(dir.path(), "long.mp4", 320, 40);
+    let mut ws = socket(&tally, &editor).await;
+    let id = tally.upload(&editor, Some("long"), "long.mp4", &bytes).await.json()["id"].as_str().unwrap().to_owned();
+    wait_for_analysis(&mut ws).await;
+    tally.kill().await;
+    tally.restart().await;
+    let editor = tally.token("editor@acme.test").await;
+    let record = wait_for_status(&tally, &editor, &id, "processed").await;
+    assert_eq!(record["sensitivity"]["verdict"], "safe");
+    assert!(record["metadata"]["durationMs"].as_u64().unwrap() >= 39_000);
+}
+
+#[tokio::test]
+async fn deleting_a_video_stops_its_processing() {
+    let (dir, tally) = acme_and_globex().await;
+    let editor = tally.token("editor@acme.test").await;
+    let bytes = clip(dir.path(), "doomed.mp4", 320, 40);
+    let mut ws = socket(&tally, &editor).await;
+    let id =
+        tally.upload(&editor, Some("doomed"), "doomed.mp4", &bytes).await.json()["id"].as_str().unwrap().to_owned();
+    wait_for_analysis(&mut ws).await;
+    assert_eq!(tally.call(Method::DELETE, &format!("/api/videos/{id}"), &editor, None).await.status, 204);
+    // The deletion is announced, and no processing outcome follows it.
+    loop {
+        let text = next_text(&mut ws).await;
+        if text.contains("video:deleted") {
+            break;
+        }
+    }
+    let after = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            let text = next_text(&mut ws).await;
+            if text.contains("video:processed") || text.contains("video:failed") {
+                return text;
+            }
+        }
+    })
+    .await;
+    assert!(after.is_err(), "an outcome was announced for a deleted video: {after:?}");
+    assert!(!dir.path().join("videos").join(&id).exists());
+}
+
+#[tokio::test]
+async fn a_file_that_is_not_a_video_fails_live_with_a_clear_message() {
+    let (_dir, tally) = acme_and_globex().await;
+    let editor = tally.token("editor@acme.test").await;
+    let mut ws = socket(&tally, &editor).await;
+    let text = "just some text, renamed to look like a video\n".repeat(50);
+    let id = tally.upload(&editor, Some("fake"), "fake.mp4", text.as_bytes()).await.json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let failed = loop {
+        let text = next_text(&mut ws).await;
+        if text.contains("video:failed") {
+            break serde_json::from_str::<Value>(&text[2..]).unwrap()[1].clone();
+        }
+    };
+    assert_eq!((failed["videoId"].as_str(), failed["stage"].as_str()), (Some(id.as_str()), Some("metadata")));
+    assert!(failed["error"].as_str().unwrap().starts_with("not a video"), "{failed}");
+    let record = tally.call(Method::GET, &format!("/api/videos/{id}"), &editor, None).await.json();
+    assert_eq!((record["status"].as_str(), record["error"].clone()), (Some("failed"), failed["error"].clone()));
+}

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::engineio::EngineConfig;
 use crate::http::api::ApiConfig;
 use crate::jobs::JobsConfig;
-use crate::media::MediaConfig;
+use crate::media::{DecoderMode, MediaConfig};
 use crate::socketio::SocketIoConfig;
 
 /// Where the service looks for its config file when `--config` is not given.
@@ -60,6 +60,10 @@ pub struct MediaSettings {
     pub watchdog_secs: u64,
     /// Sustained 2–3 flashes per second flag a video too.
     pub strict_sensitivity: bool,
+    /// `auto`, `software` or `hardware`.
+    pub decoder: DecoderMode,
+    /// Name prefixes of hardware decoder elements.
+    pub hardware_decoders: Vec<String>,
 }
 
 impl Default for MediaSettings {
@@ -70,13 +74,20 @@ impl Default for MediaSettings {
             retry_backoff_secs: 5,
             watchdog_secs: 20,
             strict_sensitivity: false,
+            decoder: DecoderMode::Auto,
+            hardware_decoders: vec!["v4l2".into()],
         }
     }
 }
 
 impl MediaSettings {
     pub fn pipeline(&self) -> MediaConfig {
-        MediaConfig { strict: self.strict_sensitivity, watchdog: Duration::from_secs(self.watchdog_secs) }
+        MediaConfig {
+            strict: self.strict_sensitivity,
+            watchdog: Duration::from_secs(self.watchdog_secs),
+            decoder: self.decoder,
+            hardware_decoders: self.hardware_decoders.clone(),
+        }
     }
 
     pub fn jobs(&self) -> JobsConfig {

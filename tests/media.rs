@@ -200,3 +200,39 @@ fn files_that_are_not_videos_fail_clearly() {
     let result = process(&truncated);
     assert!(result.is_err(), "a truncated file cannot be a good result");
 }
+
+#[test]
+fn the_decoder_that_ran_is_recorded_and_selection_can_be_steered() {
+    use gstreamer as gst;
+    use gstreamer::prelude::*;
+    use tally::media::DecoderMode;
+    let dir = tempfile::tempdir().unwrap();
+    let path = video(dir.path(), "pick.mp4", 30, 1, alternating(BLACK, WHITE, 15).as_ref());
+    let run = |config: MediaConfig| {
+        Media::new(config).unwrap().process(&path, &AtomicBool::new(false), &mut |_, _| {}).unwrap().metadata.decoder
+    };
+    let registry = gst::Registry::get();
+    let openh264 = registry.lookup_feature("openh264dec").expect("openh264dec is installed");
+    let avdec = registry.lookup_feature("avdec_h264").expect("avdec_h264 is installed");
+    let (openh264_rank, avdec_rank) = (openh264.rank(), avdec.rank());
+    let (first, second) =
+        if avdec_rank >= openh264_rank { ("avdec_h264", "openh264dec") } else { ("openh264dec", "avdec_h264") };
+    assert_eq!(run(MediaConfig::default()).as_deref(), Some(first), "the higher rank runs, and is recorded");
+    // Swap the two software decoders' ranks (as GST_PLUGIN_FEATURE_RANK would): the other runs.
+    openh264.set_rank(avdec_rank);
+    avdec.set_rank(openh264_rank);
+    let swapped = run(MediaConfig::default());
+    openh264.set_rank(openh264_rank);
+    avdec.set_rank(avdec_rank);
+    assert_eq!(swapped.as_deref(), Some(second));
+    // Software mode takes the "hardware" decoders out of selection; avdec_ stands in for V4L2
+    // (which only registers on the board) so the effect is observable here.
+    let software = MediaConfig {
+        decoder: DecoderMode::Software,
+        hardware_decoders: vec!["avdec_".into()],
+        ..MediaConfig::default()
+    };
+    let chosen = run(software);
+    avdec.set_rank(avdec_rank);
+    assert_eq!(chosen.as_deref(), Some("openh264dec"));
+}

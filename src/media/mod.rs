@@ -13,6 +13,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use gstreamer as gst;
+use gstreamer::prelude::*;
 
 pub use metadata::Metadata;
 pub use sensitivity::Report;
@@ -37,17 +38,56 @@ pub enum MediaError {
     Internal(String),
 }
 
+/// Which decoders to use. On a Pi 4 the V4L2 stateful H.264 decoder (`v4l2h264dec`)
+/// outranks the software ones whenever `/dev/video*` exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DecoderMode {
+    /// Hardware where the board has it; after a failed pass with hardware present, software
+    /// decoders from then on (that pass is retried once).
+    Auto,
+    Software,
+    Hardware,
+}
+
 #[derive(Debug, Clone)]
 pub struct MediaConfig {
     /// Promote sustained 2–3 flashes per second to `flagged`.
     pub strict: bool,
     pub watchdog: Duration,
+    pub decoder: DecoderMode,
+    /// Name prefixes of the hardware decoder factories.
+    pub hardware_decoders: Vec<String>,
 }
 
 impl Default for MediaConfig {
     fn default() -> Self {
-        MediaConfig { strict: false, watchdog: Duration::from_secs(20) }
+        MediaConfig {
+            strict: false,
+            watchdog: Duration::from_secs(20),
+            decoder: DecoderMode::Auto,
+            hardware_decoders: vec!["v4l2".into()],
+        }
     }
+}
+
+/// Takes the decoders named by the prefixes out of automatic selection, for the whole
+/// process (ranks are global; on the box every pipeline should then decode in software).
+fn demote(prefixes: &[String]) {
+    for feature in gst::Registry::get().features(gst::ElementFactory::static_type()) {
+        if prefixes.iter().any(|p| feature.name().starts_with(p.as_str())) && feature.rank() != gst::Rank::NONE {
+            tracing::info!(decoder = %feature.name(), "decoder taken out of selection");
+            feature.set_rank(gst::Rank::NONE);
+        }
+    }
+}
+
+/// Whether any decoder factory named by the prefixes is registered (V4L2 elements only
+/// register where `/dev/video*` exists).
+fn hardware_present(prefixes: &[String]) -> bool {
+    gst::Registry::get().features(gst::ElementFactory::static_type()).iter().any(|feature| {
+        feature.rank() != gst::Rank::NONE && prefixes.iter().any(|p| feature.name().starts_with(p.as_str()))
+    })
 }
 
 /// A stage of processing, as reported in progress events.
@@ -83,6 +123,9 @@ pub struct Media {
 impl Media {
     pub fn new(config: MediaConfig) -> Result<Media, MediaError> {
         gst::init().map_err(|e| MediaError::Internal(format!("GStreamer: {e}")))?;
+        if config.decoder == DecoderMode::Software {
+            demote(&config.hardware_decoders);
+        }
         Ok(Media { config })
     }
 
@@ -101,13 +144,24 @@ impl Media {
         let mut metadata = self.probe(path).map_err(|e| (Stage::Metadata, e))?;
         progress(Stage::Metadata, 100);
         let duration = metadata.duration_ms;
+        let hardware = self.config.hardware_decoders.clone();
         let options =
             pipeline::PassOptions { duration_ms: duration, strict: self.config.strict, watchdog: self.config.watchdog };
         let mut on_position = |at_ms: u64| {
             let percent = duration.filter(|d| *d > 0).map_or(50, |d| (at_ms.saturating_mul(100) / d).min(99)) as u8;
             progress(Stage::Sensitivity, percent);
         };
-        let pass = pipeline::analyze(path, &options, cancel, &mut on_position).map_err(|e| (Stage::Sensitivity, e))?;
+        let pass = match pipeline::analyze(path, &options, cancel, &mut on_position) {
+            Err(MediaError::Decode(_) | MediaError::Stalled(_))
+                if self.config.decoder == DecoderMode::Auto && hardware_present(&hardware) =>
+            {
+                tracing::warn!(path = %path.display(), "hardware decoding failed; using software decoders from now on");
+                demote(&hardware);
+                pipeline::analyze(path, &options, cancel, &mut on_position)
+            }
+            other => other,
+        }
+        .map_err(|e| (Stage::Sensitivity, e))?;
         progress(Stage::Sensitivity, 100);
         metadata.decoder = pass.decoder;
         progress(Stage::Thumbnail, 0);

@@ -101,7 +101,7 @@ pub fn analyze(
     progress: &mut dyn FnMut(u64),
 ) -> Result<Pass, MediaError> {
     let description = format!(
-        "filesrc name=src ! decodebin ! videoflip video-direction=auto ! videoscale ! videoconvert \
+        "filesrc name=src ! decodebin name=dec ! videoflip video-direction=auto ! videoscale ! videoconvert \
          ! video/x-raw,format=RGB,width={ANALYSIS_WIDTH},pixel-aspect-ratio=1/1 \
          ! appsink name=sink sync=false max-buffers=4"
     );
@@ -188,8 +188,9 @@ pub fn snapshot(path: &Path, at_ms: u64, widths: &[u32], timeout: Duration) -> R
         .enumerate()
         .map(|(i, w)| format!(" t. ! queue ! videoscale ! video/x-raw,width={w},pixel-aspect-ratio=1/1 ! jpegenc quality=85 ! appsink name=jpeg{i} sync=false"))
         .collect();
-    let description =
-        format!("filesrc name=src ! decodebin ! videoflip video-direction=auto ! videoconvert ! tee name=t{branches}");
+    let description = format!(
+        "filesrc name=src ! decodebin name=dec ! videoflip video-direction=auto ! videoconvert ! tee name=t{branches}"
+    );
     let pipeline = launch(&description, path)?;
     let bus = pipeline.bus().ok_or_else(|| MediaError::Internal("no bus".into()))?;
     let running = Running(pipeline);

@@ -40,6 +40,13 @@ enum Command {
         #[arg(long)]
         ttl: Option<u64>,
     },
+    /// Process one video file as the service would and print what it finds (metadata and the
+    /// photosensitivity report) as JSON; thumbnails go to --out when given.
+    Process {
+        file: PathBuf,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Manage user accounts (with the service stopped: the database allows one process).
     User {
         #[command(subcommand)]
@@ -74,7 +81,29 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::User { action: UserAction::Add { org, email, role } } => add_user(&config, &org, &email, role),
+        Command::Process { file, out } => process(&config, &file, out.as_deref()),
     }
+}
+
+fn process(config: &Config, file: &std::path::Path, out: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let media = tally::media::Media::new(config.media.pipeline())?;
+    let started = std::time::Instant::now();
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    let processed = media
+        .process(file, &cancel, &mut |_, _| {})
+        .map_err(|(stage, error)| anyhow::anyhow!("{} stage: {error}", stage.as_str()))?;
+    if let Some(out) = out {
+        std::fs::create_dir_all(out)?;
+        std::fs::write(out.join("thumbnail-card.jpg"), &processed.thumbnails[0])?;
+        std::fs::write(out.join("thumbnail-poster.jpg"), &processed.thumbnails[1])?;
+    }
+    let report = serde_json::json!({
+        "metadata": processed.metadata,
+        "sensitivity": processed.report,
+        "seconds": started.elapsed().as_secs_f64(),
+    });
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
 }
 
 fn add_user(config: &Config, org_name: &str, email: &str, role: Role) -> anyhow::Result<()> {

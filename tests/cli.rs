@@ -166,3 +166,37 @@ async fn the_protocol_reference_example_serves_both_suites() {
         .await;
     assert_eq!(node.expect_ev("c", "ack").await["args"], json!(["x"]));
 }
+
+#[tokio::test]
+async fn process_command_reports_a_file_as_json() {
+    use common::fixtures::{Spec, alternating, make_video};
+    let dir = tempfile::tempdir().unwrap();
+    let clip = dir.path().join("flash.mp4");
+    make_video(
+        &clip,
+        &Spec { width: 320, height: 180, fps: 30, frames: 60 },
+        alternating([16; 3], [235; 3], 1).as_ref(),
+    );
+    let out = dir.path().join("thumbs");
+    let run = tally(dir.path())
+        .args(["process", clip.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .output()
+        .await
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let report: Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!(report["metadata"]["width"], 320);
+    assert_eq!(report["sensitivity"]["verdict"], "flagged");
+    for name in ["thumbnail-card.jpg", "thumbnail-poster.jpg"] {
+        assert_eq!(&std::fs::read(out.join(name)).unwrap()[..2], &[0xFF, 0xD8]);
+    }
+    let text = dir.path().join("notes.mp4");
+    std::fs::write(&text, "not a video").unwrap();
+    let failed = tally(dir.path()).args(["process", text.to_str().unwrap()]).output().await.unwrap();
+    assert!(!failed.status.success());
+    assert!(
+        String::from_utf8_lossy(&failed.stderr).contains("metadata stage: not a video"),
+        "{}",
+        String::from_utf8_lossy(&failed.stderr)
+    );
+}

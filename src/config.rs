@@ -68,14 +68,16 @@ pub struct MediaSettings {
 
 impl Default for MediaSettings {
     fn default() -> Self {
+        let media = MediaConfig::default();
+        let jobs = JobsConfig::default();
         MediaSettings {
-            workers: 1,
-            max_attempts: 3,
-            retry_backoff_secs: 5,
-            watchdog_secs: 20,
-            strict_sensitivity: false,
-            decoder: DecoderMode::Auto,
-            hardware_decoders: vec!["v4l2".into()],
+            workers: jobs.workers,
+            max_attempts: jobs.max_attempts,
+            retry_backoff_secs: jobs.retry_backoff.as_secs(),
+            watchdog_secs: media.watchdog.as_secs(),
+            strict_sensitivity: media.strict,
+            decoder: media.decoder,
+            hardware_decoders: media.hardware_decoders,
         }
     }
 }

@@ -35,6 +35,7 @@ impl App {
             .with_context(|| format!("opening the database in {}", config.data_dir.display()))?;
         let io = SocketIo::new(config.socketio());
         events::install(&io, keys.clone(), Arc::new(store.clone()));
+        crate::chat::install(&io, store.clone());
         let media = Arc::new(Media::new(config.media.pipeline()).context("starting GStreamer")?);
         let news = VideoNews::new(io.clone(), keys.clone(), Duration::from_secs(config.media_url_ttl_secs));
         let jobs =

@@ -163,7 +163,8 @@ fn owns(socket: &Socket, videos: &dyn VideoDirectory, video_id: &str) -> bool {
     videos.belongs_to(video_id, &claims.org)
 }
 
-fn reply(ack: Option<AckSender>, answer: Value) {
+/// Answers an acknowledgement, when the client asked for one.
+pub(crate) fn reply(ack: Option<AckSender>, answer: Value) {
     if let Some(ack) = ack {
         let _ = ack.send(answer);
     }

@@ -207,7 +207,8 @@ impl BroadcastOperator {
         self
     }
 
-    pub(super) fn except_socket(mut self, id: SocketId) -> Self {
+    /// Leaves one socket out (typically the sender).
+    pub fn except_socket(mut self, id: SocketId) -> Self {
         self.except_socket = Some(id);
         self
     }

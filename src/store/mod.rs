@@ -6,6 +6,7 @@
 //! version is kept from day one with a hook for migrations.
 
 mod accounts;
+mod chat;
 pub mod files;
 mod jobs;
 pub mod model;
@@ -20,6 +21,7 @@ use serde::de::DeserializeOwned;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 pub use accounts::{NewUser, normalize_email};
+pub use chat::ChatMessage;
 pub use files::VideoFiles;
 pub use jobs::{Job, JobState};
 pub use model::{Organization, Progress, RefreshToken, User, Video, VideoStatus};
@@ -75,8 +77,7 @@ pub struct Store {
     refresh: sled::Tree,
     revoked_families: sled::Tree,
     jobs: sled::Tree,
-    /// Opened now so the layout is fixed; filled by the chat work.
-    pub chat: sled::Tree,
+    chat: sled::Tree,
     files: VideoFiles,
 }
 

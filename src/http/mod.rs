@@ -20,6 +20,7 @@ use crate::engineio::Engine;
 
 pub mod api;
 pub mod error;
+pub mod ui;
 
 /// Every response body the server sends.
 pub type Body = BoxBody<Bytes, std::io::Error>;
@@ -73,12 +74,13 @@ impl Router {
         if let Some((_, engine)) = engine {
             return engine.handle(request, remote).await.map(|body| body.map_err(|never| match never {}).boxed());
         }
-        if let Some(api) = &self.api
-            && path.starts_with("/api/")
-        {
-            return api.handle(request, remote).await;
+        if path.starts_with("/api/") {
+            return match &self.api {
+                Some(api) => api.handle(request, remote).await,
+                None => error::ApiError::not_found("route").into_response(),
+            };
         }
-        error::ApiError::not_found("route").into_response()
+        ui::serve(&request)
     }
 }
 

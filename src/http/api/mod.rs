@@ -114,16 +114,19 @@ impl Api {
 
     pub async fn handle(&self, request: Request<Incoming>, remote: SocketAddr) -> Response<Body> {
         let path = request.uri().path().to_owned();
-        let Ok(matched) = self.routes.at(&path) else {
-            return ApiError::not_found("route").into_response();
+        let result = match self.routes.at(&path) {
+            Ok(matched) => {
+                let route = *matched.value;
+                let id = matched.params.get("id").map(str::to_owned);
+                let method = request.method().clone();
+                self.dispatch(route, &method, id, request, remote).await
+            }
+            Err(_) => Err(ApiError::not_found("route")),
         };
-        let route = *matched.value;
-        let id = matched.params.get("id").map(str::to_owned);
-        let method = request.method().clone();
-        let result = self.dispatch(route, &method, id, request, remote).await;
         let mut response = result.unwrap_or_else(ApiError::into_response);
         // API answers are per user: never cached by a shared cache.
         response.headers_mut().entry(header::CACHE_CONTROL).or_insert(HeaderValue::from_static("no-store"));
+        response.headers_mut().insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
         response
     }
 

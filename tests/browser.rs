@@ -10,32 +10,53 @@ use std::process::Stdio;
 use common::fixtures::{Painter, Spec, fill, make_video};
 use common::process::{PASSWORD, Tally, add_user};
 
+fn painted(path: &std::path::Path, paint: Box<Painter>) {
+    make_video(path, &Spec { width: 320, height: 180, fps: 30, frames: 90 }, paint.as_ref());
+}
+
 #[tokio::test]
-async fn log_in_upload_and_watch_processing_in_chromium() {
+async fn the_page_in_chromium() {
     assert!(std::path::Path::new("/usr/bin/chromium").exists(), "Chromium is needed: scripts/deps test installs it");
     let dir = tempfile::tempdir().unwrap();
     add_user(dir.path(), "Acme", "editor@acme.test", "editor").await;
+    add_user(dir.path(), "Acme", "peer@acme.test", "viewer").await;
+    add_user(dir.path(), "Globex", "outsider@globex.test", "admin").await;
     let tally = Tally::start(dir.path(), &[]).await;
-    let clip = dir.path().join("beach.mp4");
-    let paint: Box<Painter> = Box::new(|i, data: &mut [u8]| {
-        fill(data, [40, 120, 200]);
-        let x0 = (i as usize * 4) % 280;
-        for y in 60..120 {
-            for x in x0..x0 + 40 {
-                let p = (y * 320 + x) * 3;
-                data[p..p + 3].copy_from_slice(&[250, 220, 90]);
+    let calm = dir.path().join("beach.mp4");
+    painted(
+        &calm,
+        Box::new(|i, data: &mut [u8]| {
+            fill(data, [40, 120, 200]);
+            let x0 = (i as usize * 4) % 280;
+            for y in 60..120 {
+                for x in x0..x0 + 40 {
+                    let p = (y * 320 + x) * 3;
+                    data[p..p + 3].copy_from_slice(&[250, 220, 90]);
+                }
             }
-        }
-    });
-    make_video(&clip, &Spec { width: 320, height: 180, fps: 30, frames: 90 }, paint.as_ref());
+        }),
+    );
+    let strobe = dir.path().join("strobe.mp4");
+    painted(
+        &strobe,
+        Box::new(|i, data: &mut [u8]| fill(data, if i % 2 == 0 { [20, 20, 20] } else { [235, 235, 235] })),
+    );
     let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
     std::fs::create_dir_all(&shots).unwrap();
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/js/browser.mjs");
+    let config = serde_json::json!({
+        "url": format!("http://{}/", tally.addr),
+        "password": PASSWORD,
+        "editor": "editor@acme.test",
+        "peer": "peer@acme.test",
+        "outsider": "outsider@globex.test",
+        "calm": calm,
+        "strobe": strobe,
+        "shots": shots,
+    });
     let output = tokio::process::Command::new("node")
         .arg(&script)
-        .args([&format!("http://{}/", tally.addr), "editor@acme.test", PASSWORD])
-        .arg(&clip)
-        .arg(&shots)
+        .arg(config.to_string())
         .current_dir(script.parent().unwrap())
         .stderr(Stdio::inherit())
         .output()
@@ -44,8 +65,19 @@ async fn log_in_upload_and_watch_processing_in_chromium() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "the browser run failed: {stdout}");
     let report: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or("{}")).unwrap();
-    assert_eq!(report["title"], "beach");
-    assert_eq!(report["thumbnailWidth"], 320, "the card's thumbnail loaded");
+    assert_eq!(report["thumbnailsLoaded"], true);
+    assert!(report["calmDuration"].as_f64().is_some_and(|d| (2.9..3.1).contains(&d)), "{report}");
+    assert!(report["calmVerdict"].as_str().unwrap().contains("safe"), "{report}");
+    assert!(report["sourceBeforeAcknowledging"].is_null(), "a flagged video has no source before the acknowledgement");
+    assert!(report["strobeDuration"].as_f64().is_some_and(|d| d > 2.9), "{report}");
+    assert_eq!(
+        (report["outsiderMessages"].as_u64(), report["outsiderVideos"].as_u64()),
+        (Some(0), Some(0)),
+        "{report}"
+    );
+    assert_eq!(report["peerCards"], 2);
     assert_eq!(report["problems"], serde_json::json!([]), "no page, console or CSP errors");
-    assert!(shots.join("library.png").exists());
+    for shot in ["library.png", "player.png", "warning.png", "chat.png"] {
+        assert!(shots.join(shot).exists(), "{shot}");
+    }
 }

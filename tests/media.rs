@@ -236,3 +236,16 @@ fn the_decoder_that_ran_is_recorded_and_selection_can_be_steered() {
     avdec.set_rank(avdec_rank);
     assert_eq!(chosen.as_deref(), Some("openh264dec"));
 }
+
+#[test]
+fn the_thumbnail_is_the_frame_that_was_chosen_not_its_neighbour() {
+    // Every other frame is black; the chosen (bright) frame must be the one encoded, which a
+    // seek rounded to whole milliseconds would miss at 30 fps.
+    let dir = tempfile::tempdir().unwrap();
+    let path = video(dir.path(), "strobe.mp4", 30, 1, alternating(BLACK, WHITE, 1).as_ref());
+    let processed = process(&path).unwrap();
+    for jpeg in &processed.thumbnails {
+        let (_, _, mean) = decode_jpeg(jpeg);
+        assert!(mean > 150.0, "a black neighbour was encoded: mean {mean}");
+    }
+}

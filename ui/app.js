@@ -3,7 +3,7 @@
 // through the HttpOnly refresh cookie.
 "use strict";
 
-const state = { token: null, user: null, socket: null, videos: new Map(), refreshTimer: null };
+const state = { token: null, user: null, socket: null, videos: new Map(), refreshTimer: null, playing: null };
 const $ = (id) => document.getElementById(id);
 
 async function api(path, options = {}) {
@@ -41,6 +41,7 @@ function setSession(session) {
 function show(view) {
   $("login-view").hidden = view !== "login";
   $("library-view").hidden = view !== "library";
+  $("player-view").hidden = true;
   $("logout").hidden = view !== "library";
   $("who").textContent = view === "library" ? `${state.user.email} · ${state.user.orgName ?? ""}` : "";
 }
@@ -54,7 +55,11 @@ function setConnection(text) {
 function connectSocket() {
   const socket = io({ auth: (cb) => cb({ token: state.token }) });
   state.socket = socket;
-  socket.on("connect", () => setConnection("connected"));
+  socket.on("connect", () => {
+    setConnection("connected");
+    loadChat();
+  });
+  socket.on("chat:message", renderMessage);
   socket.on("disconnect", () => setConnection("reconnecting"));
   socket.io.on("reconnect_failed", () => setConnection("offline"));
   socket.on("connect_error", async (error) => {
@@ -148,8 +153,92 @@ function upsert(video) {
     body.append(error);
   }
   parts.push(body);
-  item.replaceChildren(...parts);
+  if (video.status === "processed") {
+    const open = document.createElement("button");
+    open.type = "button";
+    open.className = "open";
+    open.setAttribute("aria-label", `Play ${video.title}`);
+    open.addEventListener("click", () => openPlayer(video.id));
+    open.append(...parts);
+    item.replaceChildren(open);
+  } else {
+    item.replaceChildren(...parts);
+  }
   updateEmpty();
+  if (state.playing === video.id) renderDetails(video);
+}
+
+/** The player: a flagged video plays only after the viewer acknowledges the warning. */
+function openPlayer(id) {
+  const video = state.videos.get(id);
+  if (!video) return;
+  state.playing = id;
+  const player = $("player-video");
+  player.removeAttribute("src");
+  player.load();
+  $("player-title").textContent = video.title;
+  const flagged = video.sensitivity?.verdict === "flagged";
+  $("player-warning").hidden = !flagged;
+  player.hidden = flagged;
+  if (!flagged) player.src = video.streamUrl;
+  renderDetails(video);
+  $("library-view").hidden = true;
+  $("player-view").hidden = false;
+  (flagged ? $("player-acknowledge") : player).focus();
+}
+
+function renderDetails(video) {
+  const m = video.metadata ?? {};
+  const s = video.sensitivity ?? {};
+  const rows = [
+    ["Duration", m.durationMs ? formatDuration(m.durationMs) : "unknown"],
+    ["Size", m.width ? `${m.width}×${m.height}` : "unknown"],
+    ["Video", m.videoCodec ?? "unknown"],
+    ["Audio", m.audio ? `${m.audio.codec}, ${m.audio.channels} ch, ${m.audio.sampleRate} Hz` : "none"],
+    ["Decoder", m.decoder ?? "unknown"],
+    ["Photosensitivity", s.verdict ? `${s.verdict}${s.warnings?.length ? ` (${s.warnings.join("; ")})` : ""}` : "not analysed"],
+  ];
+  $("player-details").replaceChildren(
+    ...rows.flatMap(([term, value]) => {
+      const dt = document.createElement("dt");
+      dt.textContent = term;
+      const dd = document.createElement("dd");
+      dd.textContent = value;
+      return [dt, dd];
+    }),
+  );
+}
+
+function closePlayer() {
+  state.playing = null;
+  const player = $("player-video");
+  player.pause();
+  player.removeAttribute("src");
+  player.load();
+  $("player-view").hidden = true;
+  $("library-view").hidden = false;
+}
+
+function renderMessage(message) {
+  const item = document.createElement("li");
+  const author = document.createElement("span");
+  author.className = "author";
+  author.textContent = message.author;
+  const time = document.createElement("time");
+  time.dateTime = new Date(message.createdAt).toISOString();
+  time.textContent = new Date(message.createdAt).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  const text = document.createElement("div");
+  text.textContent = message.text;
+  item.append(author, time, text);
+  $("messages").append(item);
+  $("messages").scrollTop = $("messages").scrollHeight;
+}
+
+async function loadChat() {
+  const answer = await state.socket.timeout(5000).emitWithAck("chat:history", {}).catch(() => null);
+  if (!answer?.messages) return;
+  $("messages").replaceChildren();
+  answer.messages.forEach(renderMessage);
 }
 
 function progressBar(label, percent) {
@@ -269,6 +358,37 @@ $("logout").addEventListener("click", async () => {
   clearTimeout(state.refreshTimer);
   setConnection("offline");
   show("login");
+});
+
+$("player-close").addEventListener("click", closePlayer);
+$("player-acknowledge").addEventListener("click", () => {
+  const video = state.videos.get(state.playing);
+  if (!video) return;
+  $("player-warning").hidden = true;
+  const player = $("player-video");
+  player.hidden = false;
+  player.src = video.streamUrl;
+  player.focus();
+});
+
+$("chat-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const input = $("chat-text");
+  const text = input.value.trim();
+  if (!text) return;
+  input.disabled = true;
+  try {
+    const answer = await state.socket.timeout(5000).emitWithAck("chat:message", { text });
+    if (answer.error) throw new Error(answer.error);
+    renderMessage(answer.message);
+    input.value = "";
+    $("chat-error").textContent = "";
+  } catch (error) {
+    $("chat-error").textContent = `Not sent: ${error.message}`;
+  } finally {
+    input.disabled = false;
+    input.focus();
+  }
 });
 
 $("file-input").addEventListener("change", (event) => {

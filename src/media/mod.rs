@@ -167,7 +167,7 @@ impl Media {
         progress(Stage::Thumbnail, 0);
         let (display_width, _) = metadata.display_size();
         let widths = [CARD_WIDTH.min(display_width), POSTER_WIDTH.min(display_width)];
-        let jpegs = pipeline::snapshot(path, pass.thumbnail_ms, &widths, self.config.watchdog)
+        let jpegs = pipeline::snapshot(path, pass.thumbnail_at, &widths, self.config.watchdog)
             .map_err(|e| (Stage::Thumbnail, e))?;
         progress(Stage::Thumbnail, 100);
         let [card, poster]: [Vec<u8>; 2] =

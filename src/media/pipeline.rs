@@ -26,8 +26,9 @@ const FLAT: f64 = 0.02;
 
 pub struct Pass {
     pub report: Report,
-    /// Presentation time of the frame chosen for the thumbnail.
-    pub thumbnail_ms: u64,
+    /// Presentation time of the frame chosen for the thumbnail, in nanoseconds: whole
+    /// milliseconds would seek to the frame before it.
+    pub thumbnail_at: u64,
     pub decoder: Option<String>,
 }
 
@@ -139,17 +140,18 @@ pub fn analyze(
         last_frame = Instant::now();
         let (Some(buffer), Some(caps)) = (sample.buffer(), sample.caps()) else { continue };
         let info = gst_video::VideoInfo::from_caps(caps).map_err(|e| MediaError::Internal(format!("caps: {e}")))?;
-        let at_ms = buffer.pts().map_or(0, |t| t.mseconds());
+        let pts = buffer.pts().map_or(0, |t| t.nseconds());
+        let at_ms = pts / 1_000_000;
         let map = buffer.map_readable().map_err(|_| MediaError::Internal("unreadable buffer".into()))?;
         let stride = info.stride()[0] as usize;
         analyzer.frame(map.as_slice(), info.width(), info.height(), stride, at_ms);
         let (mean, deviation) = luma_stats(map.as_slice(), info.width(), info.height(), stride);
         let usable = mean >= NEAR_BLACK && deviation >= FLAT;
         if chosen.is_none() && usable && at_ms >= target_ms {
-            chosen = Some(at_ms);
+            chosen = Some(pts);
         }
         if fallback.is_none_or(|(best, _)| deviation + mean > best) {
-            fallback = Some((deviation + mean, at_ms));
+            fallback = Some((deviation + mean, pts));
         }
         progress(at_ms);
     }
@@ -157,9 +159,9 @@ pub fn analyze(
     if report.metrics.frames == 0 {
         return Err(MediaError::NotVideo("no video frame could be decoded".into()));
     }
-    let thumbnail_ms = chosen.or(fallback.map(|(_, at)| at)).unwrap_or(0);
+    let thumbnail_at = chosen.or(fallback.map(|(_, at)| at)).unwrap_or(0);
     let decoder = decoder.lock().ok().and_then(|d| d.clone());
-    Ok(Pass { report, thumbnail_ms, decoder })
+    Ok(Pass { report, thumbnail_at, decoder })
 }
 
 /// Mean and standard deviation of gamma-encoded luma, 0..1.
@@ -181,8 +183,9 @@ fn luma_stats(rgb: &[u8], width: u32, height: u32, stride: usize) -> (f64, f64) 
     (mean, (squares / n - mean * mean).max(0.0).sqrt())
 }
 
-/// JPEGs of the frame at `at_ms`, one per requested width, rotated for display.
-pub fn snapshot(path: &Path, at_ms: u64, widths: &[u32], timeout: Duration) -> Result<Vec<Vec<u8>>, MediaError> {
+/// JPEGs of the frame shown at `at` (nanoseconds), one per requested width, rotated for
+/// display.
+pub fn snapshot(path: &Path, at: u64, widths: &[u32], timeout: Duration) -> Result<Vec<Vec<u8>>, MediaError> {
     let branches: String = widths
         .iter()
         .enumerate()
@@ -206,10 +209,10 @@ pub fn snapshot(path: &Path, at_ms: u64, widths: &[u32], timeout: Duration) -> R
         .set_state(gst::State::Paused)
         .map_err(|_| bus_error(&bus).unwrap_or(MediaError::Decode("the pipeline would not start".into())))?;
     preroll(&running)?;
-    if at_ms > 0 {
+    if at > 0 {
         running
             .0
-            .seek_simple(gst::SeekFlags::FLUSH | gst::SeekFlags::ACCURATE, gst::ClockTime::from_mseconds(at_ms))
+            .seek_simple(gst::SeekFlags::FLUSH | gst::SeekFlags::ACCURATE, gst::ClockTime::from_nseconds(at))
             .map_err(|e| MediaError::Decode(format!("seek: {e}")))?;
         preroll(&running)?;
     }

@@ -76,8 +76,12 @@ async fn the_page_in_chromium() {
         "{report}"
     );
     assert_eq!(report["peerCards"], 2);
+    assert_eq!(report["editorSeesUsers"], false, "only admins get the users screen");
+    assert_eq!(report["shortPasswordRefused"], true);
+    assert_eq!(report["newUserRole"], "editor");
+    assert_eq!(report["usersListed"], serde_json::json!(["outsider@globex.test"]), "{report}");
     assert_eq!(report["problems"], serde_json::json!([]), "no page, console or CSP errors");
-    for shot in ["library.png", "player.png", "warning.png", "chat.png"] {
+    for shot in ["library.png", "player.png", "warning.png", "chat.png", "users.png"] {
         assert!(shots.join(shot).exists(), "{shot}");
     }
 }

@@ -39,11 +39,60 @@ function setSession(session) {
 }
 
 function show(view) {
+  const signedIn = view !== "login";
   $("login-view").hidden = view !== "login";
   $("library-view").hidden = view !== "library";
+  $("users-view").hidden = view !== "users";
   $("player-view").hidden = true;
-  $("logout").hidden = view !== "library";
-  $("who").textContent = view === "library" ? `${state.user.email} · ${state.user.orgName ?? ""}` : "";
+  $("logout").hidden = !signedIn;
+  $("nav").hidden = !signedIn;
+  $("nav-users").hidden = !signedIn || state.user?.role !== "admin";
+  $("who").textContent = signedIn ? `${state.user.email} · ${state.user.orgName ?? ""}` : "";
+}
+
+/** The admin's view of the organization's users: add, change role, remove. */
+async function loadUsers() {
+  const response = await api("/api/users");
+  if (!response.ok) {
+    $("users-error").textContent = await errorMessage(response);
+    return;
+  }
+  const { items } = await response.json();
+  $("user-rows").replaceChildren(...items.map(userRow));
+}
+
+function userRow(user) {
+  const row = document.createElement("tr");
+  row.dataset.email = user.email;
+  const email = document.createElement("td");
+  email.textContent = user.email;
+  const roleCell = document.createElement("td");
+  const role = document.createElement("select");
+  role.setAttribute("aria-label", `Role of ${user.email}`);
+  for (const name of ["viewer", "editor", "admin"]) role.add(new Option(name, name, false, name === user.role));
+  role.addEventListener("change", () => changeUser(user.id, "PATCH", { role: role.value }));
+  roleCell.append(role);
+  const actions = document.createElement("td");
+  const remove = document.createElement("button");
+  remove.type = "button";
+  remove.textContent = "Remove";
+  remove.setAttribute("aria-label", `Remove ${user.email}`);
+  remove.disabled = user.id === state.user.id;
+  remove.addEventListener("click", () => changeUser(user.id, "DELETE"));
+  actions.append(remove);
+  row.append(email, roleCell, actions);
+  return row;
+}
+
+async function changeUser(id, method, body) {
+  const options = { method };
+  if (body) {
+    options.headers = { "Content-Type": "application/json" };
+    options.body = JSON.stringify(body);
+  }
+  const response = await api(`/api/users/${encodeURIComponent(id)}`, options);
+  $("users-error").textContent = response.ok ? "" : await errorMessage(response);
+  await loadUsers();
 }
 
 function setConnection(text) {
@@ -183,6 +232,7 @@ function openPlayer(id) {
   if (!flagged) player.src = video.streamUrl;
   renderDetails(video);
   $("library-view").hidden = true;
+  $("users-view").hidden = true;
   $("player-view").hidden = false;
   (flagged ? $("player-acknowledge") : player).focus();
 }
@@ -215,8 +265,7 @@ function closePlayer() {
   player.pause();
   player.removeAttribute("src");
   player.load();
-  $("player-view").hidden = true;
-  $("library-view").hidden = false;
+  show("library");
 }
 
 function renderMessage(message) {
@@ -361,6 +410,27 @@ $("logout").addEventListener("click", async () => {
 });
 
 $("player-close").addEventListener("click", closePlayer);
+$("nav-library").addEventListener("click", () => show("library"));
+$("nav-users").addEventListener("click", async () => {
+  show("users");
+  await loadUsers();
+});
+$("user-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const form = new FormData(event.target);
+  const response = await api("/api/users", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ email: form.get("email"), password: form.get("password"), role: form.get("role") }),
+  });
+  if (!response.ok) {
+    $("users-error").textContent = await errorMessage(response);
+    return;
+  }
+  $("users-error").textContent = "";
+  event.target.reset();
+  await loadUsers();
+});
 $("player-acknowledge").addEventListener("click", () => {
   const video = state.videos.get(state.playing);
   if (!video) return;

@@ -205,6 +205,32 @@ async fn roles_decide_who_may_do_what() {
 }
 
 #[tokio::test]
+async fn json_bodies_are_bounded_and_must_be_json() {
+    let (_dir, tally) = two_orgs(&[]).await;
+    let huge = format!(r#"{{"email":"admin@acme.test","password":"{}"}}"#, "x".repeat(70 * 1024));
+    let reply =
+        request(tally.addr, Method::POST, "/api/auth/login", huge.as_bytes(), &[("content-type", "application/json")])
+            .await;
+    assert_eq!((reply.status, reply.json()["error"]["code"].clone()), (413, json!("too_large")));
+    let reply =
+        request(tally.addr, Method::POST, "/api/auth/login", b"{not json", &[("content-type", "application/json")])
+            .await;
+    assert_eq!((reply.status, reply.json()["error"]["code"].clone()), (400, json!("bad_request")));
+    let admin = tally.token("admin@acme.test").await;
+    let wrong_shape = tally.call(Method::POST, "/api/users", &admin, Some(json!({"email": "x@acme.test"}))).await;
+    assert_eq!(wrong_shape.status, 400, "missing fields are a clear 400");
+    let bad_role = tally
+        .call(
+            Method::POST,
+            "/api/users",
+            &admin,
+            Some(json!({"email": "x@acme.test", "password": "long enough pw", "role": "root"})),
+        )
+        .await;
+    assert_eq!(bad_role.status, 400);
+}
+
+#[tokio::test]
 async fn failed_logins_are_rate_limited() {
     let (_dir, tally) = two_orgs(&[("TALLY_LOGIN_ATTEMPTS_PER_MINUTE", "3")]).await;
     for _ in 0..3 {

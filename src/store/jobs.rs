@@ -48,7 +48,11 @@ impl Store {
         let (video_raw, job_raw) = (encode(video)?, encode(&job)?);
         (&self.videos, &self.jobs).transaction(|(videos, jobs)| {
             videos.insert(video_key(&video.org_id, &video.id), video_raw.as_slice())?;
-            jobs.insert(job.id.as_bytes(), job_raw.as_slice())?;
+            if job.state == JobState::Done {
+                jobs.remove(job.id.as_bytes())?;
+            } else {
+                jobs.insert(job.id.as_bytes(), job_raw.as_slice())?;
+            }
             Ok(())
         })?;
         Ok(job)
@@ -74,7 +78,9 @@ impl Store {
         Ok(None)
     }
 
-    /// Saves the job and the video record in one step.
+    /// Saves the job and the video record in one step. A finished job is removed: its
+    /// outcome lives on the video, and idle workers scan the queue every second, so the tree
+    /// must hold only work still to do (and failures, for diagnosis).
     pub fn finish_job(&self, job: &Job, video: &Video) -> Result<(), StoreError> {
         let (video_raw, job_raw) = (encode(video)?, encode(job)?);
         (&self.videos, &self.jobs).transaction(|(videos, jobs)| {
@@ -83,7 +89,11 @@ impl Store {
                 return abort(StoreError::NotFound);
             }
             videos.insert(video_key(&video.org_id, &video.id), video_raw.as_slice())?;
-            jobs.insert(job.id.as_bytes(), job_raw.as_slice())?;
+            if job.state == JobState::Done {
+                jobs.remove(job.id.as_bytes())?;
+            } else {
+                jobs.insert(job.id.as_bytes(), job_raw.as_slice())?;
+            }
             Ok(())
         })?;
         Ok(())
@@ -132,5 +142,57 @@ impl Store {
             }
         }
         Ok(found)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn video(id: &str) -> Video {
+        Video {
+            id: id.into(),
+            org_id: "org".into(),
+            title: id.into(),
+            filename: "a.mp4".into(),
+            ext: "mp4".into(),
+            content_type: "video/mp4".into(),
+            size: 1,
+            status: VideoStatus::Queued,
+            uploaded_by: "u".into(),
+            created_at: 0,
+            updated_at: 0,
+            metadata: None,
+            sensitivity: None,
+            has_thumbnail: false,
+            progress: None,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn finished_jobs_leave_the_queue_failed_ones_stay_and_running_ones_come_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        for id in ["done", "failed", "cut"] {
+            store.insert_video_with_job(&video(id)).unwrap();
+        }
+        let mut done = store.claim_job().unwrap().unwrap();
+        let mut failed = store.claim_job().unwrap().unwrap();
+        let cut = store.claim_job().unwrap().unwrap();
+        assert_eq!((done.video_id.as_str(), cut.video_id.as_str(), cut.attempts), ("done", "cut", 1), "oldest first");
+        assert!(store.claim_job().unwrap().is_none(), "each job is claimed once");
+        done.state = JobState::Done;
+        store.finish_job(&done, &video("done")).unwrap();
+        failed.state = JobState::Failed;
+        store.finish_job(&failed, &video("failed")).unwrap();
+        assert!(store.jobs_in(JobState::Done).unwrap().is_empty(), "the outcome lives on the video");
+        assert_eq!(store.jobs_in(JobState::Failed).unwrap().len(), 1);
+        // A crash leaves `cut` running: the next start queues it again.
+        assert_eq!(store.requeue_interrupted_jobs().unwrap(), 1);
+        assert_eq!(store.claim_job().unwrap().map(|job| job.video_id), Some("cut".into()));
+        // A job of a deleted video records nothing.
+        store.delete_video("org", "cut").unwrap();
+        assert!(matches!(store.finish_job(&cut, &video("cut")), Err(StoreError::NotFound)));
     }
 }

@@ -180,8 +180,14 @@ pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
+/// A new ULID. One generator for the process keeps ids strictly increasing even within a
+/// millisecond, so key order is creation order (the job queue, lists and chat rely on it).
 pub fn new_id() -> String {
-    ulid::Ulid::new().to_string()
+    static GENERATOR: std::sync::Mutex<Option<ulid::Generator>> = std::sync::Mutex::new(None);
+    let mut slot = GENERATOR.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let generator = slot.get_or_insert_with(ulid::Generator::new);
+    // Overflow needs 2^80 ids in one millisecond; fall back to a fresh random one regardless.
+    generator.generate().unwrap_or_else(|_| ulid::Ulid::new()).to_string()
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {

@@ -219,7 +219,7 @@ impl Api {
         }
         tracing::info!(video = video.id, org = video.org_id, size = video.size, by = caller.user.id, "video uploaded");
         self.news.announce(events::VIDEO_CREATED, &video);
-        let mut response = json_response(StatusCode::CREATED, &self.video_json(&video)?)?;
+        let mut response = json_response(StatusCode::CREATED, &self.video_json(&video))?;
         if let Ok(location) = HeaderValue::from_str(&format!("/api/videos/{}", video.id)) {
             response.headers_mut().insert(header::LOCATION, location);
         }

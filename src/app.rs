@@ -10,11 +10,13 @@ use tokio::net::TcpListener;
 
 use crate::auth::TokenKeys;
 use crate::config::Config;
+use crate::device::Device;
 use crate::engineio::CloseReason;
 use crate::events::{self, VideoNews};
 use crate::http::api::Api;
 use crate::http::{self, Router};
 use crate::jobs::Jobs;
+use crate::led::{Led, LedConfig, backend};
 use crate::media::Media;
 use crate::socketio::SocketIo;
 use crate::store::Store;
@@ -25,6 +27,7 @@ pub struct App {
     pub store: Store,
     pub io: SocketIo,
     pub jobs: Arc<Jobs>,
+    pub device: Arc<Device>,
     pub router: Arc<Router>,
 }
 
@@ -37,13 +40,27 @@ impl App {
         events::install(&io, keys.clone(), Arc::new(store.clone()));
         crate::chat::install(&io, store.clone());
         let media = Arc::new(Media::new(config.media.pipeline()).context("starting GStreamer")?);
+        let hardware_decoder = media.hardware_available();
         let news = VideoNews::new(io.clone(), keys.clone(), Duration::from_secs(config.media_url_ttl_secs));
         let jobs =
             Jobs::start(store.clone(), media, news.clone(), config.media.jobs()).context("starting the job workers")?;
-        let api = Arc::new(Api::new(store.clone(), keys.clone(), news, jobs.clone(), config.api()));
+        let device = Arc::new(Device::new(
+            start_led(&config.led),
+            store.clone(),
+            jobs.clone(),
+            config.media.decoder,
+            hardware_decoder,
+            config.storage_low_bytes,
+        ));
+        let admins = io.clone();
+        device.start_monitor(move |status| {
+            events::announce_device(&admins, serde_json::to_value(status).unwrap_or_default());
+        });
+        let api = Arc::new(Api::new(store.clone(), keys.clone(), news, jobs.clone(), device.clone(), config.api()));
+        http::ui::preload();
         let engine = io.engine(config.engine());
         let router = Arc::new(Router::new().mount_engine(&config.realtime.path, engine).mount_api(api));
-        Ok(App { config, keys, store, io, jobs, router })
+        Ok(App { config, keys, store, io, jobs, device, router })
     }
 
     pub fn listen(&self) -> anyhow::Result<TcpListener> {
@@ -53,6 +70,7 @@ impl App {
 
     /// Serves until `shutdown` resolves, then tells every client the server is going away.
     pub async fn run(&self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        self.device.ready();
         http::serve(listener, self.router.clone(), shutdown).await;
         for engine in self.router.engines() {
             engine.close_all(CloseReason::ServerShuttingDown);
@@ -62,4 +80,14 @@ impl App {
             tracing::error!(%error, "the final flush failed");
         }
     }
+}
+
+/// The configured LED, or none when it cannot be opened: the service runs regardless.
+fn start_led(config: &LedConfig) -> Led {
+    let backend = backend::open(config).unwrap_or_else(|error| {
+        tracing::warn!(%error, backend = ?config.backend, "the status LED is unavailable; carrying on without it");
+        Box::new(backend::NoLed)
+    });
+    tracing::info!(led = backend.describe(), "status LED");
+    Led::start(backend)
 }

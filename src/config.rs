@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::engineio::EngineConfig;
 use crate::http::api::ApiConfig;
 use crate::jobs::JobsConfig;
+use crate::led::LedConfig;
 use crate::media::{DecoderMode, MediaConfig};
 use crate::socketio::SocketIoConfig;
 
@@ -39,12 +40,15 @@ pub struct Config {
     pub max_upload_bytes: u64,
     /// Free space uploads never eat into, in bytes.
     pub min_free_bytes: u64,
+    /// The status LED warns when free space drops below this, in bytes.
+    pub storage_low_bytes: u64,
     /// Set when the box is reached over HTTPS: the refresh cookie is then `Secure`.
     pub secure_cookies: bool,
     pub login_attempts_per_minute: u32,
     pub login_attempts_per_address_per_minute: u32,
     pub realtime: RealtimeConfig,
     pub media: MediaSettings,
+    pub led: LedConfig,
 }
 
 /// Video processing.
@@ -113,11 +117,13 @@ impl Default for Config {
             media_url_ttl_secs: 2 * 3600,
             max_upload_bytes: 4 << 30,
             min_free_bytes: 100 << 20,
+            storage_low_bytes: 1 << 30,
             secure_cookies: false,
             login_attempts_per_minute: 10,
             login_attempts_per_address_per_minute: 30,
             realtime: RealtimeConfig::default(),
             media: MediaSettings::default(),
+            led: LedConfig::default(),
         }
     }
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::auth::{Claims, TokenError, TokenKeys, unix_now};
+use crate::auth::{Claims, Role, TokenError, TokenKeys, unix_now};
 use crate::socketio::{AckSender, ConnectError, Payload, Socket, SocketIo};
 use crate::store::Video;
 
@@ -24,6 +24,10 @@ pub const VIDEO_DELETED: &str = "video:deleted";
 pub const VIDEO_PROGRESS: &str = "video:progress";
 pub const VIDEO_PROCESSED: &str = "video:processed";
 pub const VIDEO_FAILED: &str = "video:failed";
+pub const DEVICE_STATUS: &str = "device:status";
+
+/// Admins of every organization follow the box's state here: the box is theirs to look after.
+pub const DEVICE_ROOM: &str = "device";
 
 /// Shows videos to clients (with their signed media URLs) and tells the organization, and
 /// whoever follows a video, about its changes. The API and the job workers share it so a
@@ -80,6 +84,11 @@ impl VideoNews {
     }
 }
 
+/// Tells admins what the box now shows (`GET /api/device`'s answer).
+pub fn announce_device(io: &SocketIo, status: Value) {
+    io.of("/").to(DEVICE_ROOM).emit(DEVICE_STATUS, vec![status]);
+}
+
 /// Who may see which video; the store implements it.
 pub trait VideoDirectory: Send + Sync + 'static {
     /// Whether `video_id` names a video of organization `org`.
@@ -122,6 +131,9 @@ pub fn install(io: &SocketIo, keys: Arc<TokenKeys>, videos: Arc<dyn VideoDirecto
             return;
         };
         socket.join(org_room(&claims.org));
+        if claims.role == Role::Admin {
+            socket.join(DEVICE_ROOM);
+        }
         tracing::info!(socket = %socket.id(), user = claims.sub, org = claims.org, "user connected");
         close_when_expired(socket, claims.exp);
     });

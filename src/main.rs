@@ -47,6 +47,18 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// The status LED: print what each pattern means, or show one on the configured LED.
+    Led {
+        /// Print the table of states and patterns.
+        #[arg(long)]
+        list: bool,
+        /// Show this state's pattern (e.g. `identify`, `fault`) on the configured LED.
+        #[arg(long)]
+        show: Option<String>,
+        /// How long --show lasts, in seconds.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
     /// Manage user accounts (with the service stopped: the database allows one process).
     User {
         #[command(subcommand)]
@@ -82,6 +94,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::User { action: UserAction::Add { org, email, role } } => add_user(&config, &org, &email, role),
         Command::Process { file, out } => process(&config, &file, out.as_deref()),
+        Command::Led { list, show, seconds } => led(&config, list, show.as_deref(), seconds),
     }
 }
 
@@ -104,6 +117,30 @@ fn process(config: &Config, file: &std::path::Path, out: Option<&std::path::Path
     });
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
+}
+
+fn led(config: &Config, list: bool, show: Option<&str>, seconds: u64) -> anyhow::Result<()> {
+    use tally::led::{Led, LedState, backend, pattern};
+    if list || show.is_none() {
+        print!("{}", pattern::table());
+    }
+    let Some(name) = show else { return Ok(()) };
+    let state = LedState::ALL.into_iter().find(|state| state.name() == name).with_context(|| {
+        let names: Vec<_> = LedState::ALL.iter().map(|state| state.name()).collect();
+        format!("unknown state {name:?}; one of: {}", names.join(", "))
+    })?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build()?;
+    runtime.block_on(async {
+        let led = Led::start(backend::open(&config.led).context("opening the configured LED")?);
+        led.set(LedState::Booting, false);
+        match state {
+            LedState::Identify => led.identify(Duration::from_secs(seconds)),
+            state => led.set(state, true),
+        }
+        println!("showing {state} on {} for {seconds} s: {}", led.describe(), state.pattern().looks);
+        tokio::time::sleep(Duration::from_secs(seconds)).await;
+        anyhow::Ok(())
+    })
 }
 
 fn add_user(config: &Config, org_name: &str, email: &str, role: Role) -> anyhow::Result<()> {

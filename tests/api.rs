@@ -247,8 +247,8 @@ async fn videos_are_listed_renamed_and_deleted_with_live_events() {
     let (dir, tally) = two_orgs(&[]).await;
     let token = tally.token("editor@acme.test").await;
     let other = tally.token("admin@globex.test").await;
-    let mut watcher = socket(&tally, &tally.token("viewer@acme.test").await).await;
-    let mut outsider = socket(&tally, &other).await;
+    let mut watcher = tally.socket(&tally.token("viewer@acme.test").await).await;
+    let mut outsider = tally.socket(&other).await;
 
     let mut ids = Vec::new();
     for i in 0..3 {
@@ -307,14 +307,6 @@ async fn videos_are_listed_renamed_and_deleted_with_live_events() {
     send_text(&mut outsider, r#"42["video:subscribe","nothing"]"#).await;
     let silence = tokio::time::timeout(Duration::from_millis(300), next_text(&mut outsider)).await;
     assert!(silence.is_err(), "globex received {silence:?}");
-}
-
-async fn socket(tally: &Tally, token: &str) -> Ws {
-    let mut ws = ws_connect(tally.addr, "/socket.io/?EIO=4&transport=websocket").await.unwrap();
-    next_text(&mut ws).await;
-    send_text(&mut ws, &format!(r#"40{{"token":"{token}"}}"#)).await;
-    assert!(next_text(&mut ws).await.starts_with("40{"));
-    ws
 }
 
 /// The next `video:created|updated|deleted` event; processing events (these uploads are not

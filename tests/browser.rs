@@ -1,6 +1,7 @@
 //! The page in headless Chromium (Debian's, driven by playwright-core) against the real
 //! server process: login, live library, upload through processing, session kept across a
-//! reload. Screenshots land in `target/screenshots/`.
+//! reload, drag and drop, keyboard use, a phone-sized screen, the device panel. Screenshots of
+//! the main screens land in `target/screenshots/` (CI keeps that folder as its artifacts).
 
 mod common;
 
@@ -41,6 +42,8 @@ async fn the_page_in_chromium() {
         &strobe,
         Box::new(|i, data: &mut [u8]| fill(data, if i % 2 == 0 { [20, 20, 20] } else { [235, 235, 235] })),
     );
+    let notes = dir.path().join("notes.txt");
+    std::fs::write(&notes, "not a video").unwrap();
     let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
     std::fs::create_dir_all(&shots).unwrap();
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/js/browser.mjs");
@@ -52,6 +55,7 @@ async fn the_page_in_chromium() {
         "outsider": "outsider@globex.test",
         "calm": calm,
         "strobe": strobe,
+        "notes": notes,
         "shots": shots,
     });
     let output = tokio::process::Command::new("node")
@@ -68,6 +72,15 @@ async fn the_page_in_chromium() {
     assert_eq!(report["thumbnailsLoaded"], true);
     assert!(report["calmDuration"].as_f64().is_some_and(|d| (2.9..3.1).contains(&d)), "{report}");
     assert!(report["calmVerdict"].as_str().unwrap().contains("safe"), "{report}");
+    assert!(report["calmPlayback"]["played"].as_f64().is_some_and(|t| t >= 0.3), "playback advances: {report}");
+    assert!(
+        report["calmPlayback"]["seekedTo"].as_f64().is_some_and(|t| (t - 2.0).abs() < 0.1),
+        "a seek lands where asked (range requests): {report}"
+    );
+    assert_eq!(report["focusBack"], "Play beach", "Escape returns to the card that opened the player");
+    assert!(report["refusal"].as_str().unwrap().contains("notes.txt"), "{report}");
+    assert!(report["deviceVersion"].as_str().unwrap().contains(env!("CARGO_PKG_VERSION")), "{report}");
+    assert_eq!(report["phoneFits"], serde_json::json!({"library": true, "player": true}), "{report}");
     assert!(report["sourceBeforeAcknowledging"].is_null(), "a flagged video has no source before the acknowledgement");
     assert!(report["strobeDuration"].as_f64().is_some_and(|d| d > 2.9), "{report}");
     assert_eq!(
@@ -81,7 +94,17 @@ async fn the_page_in_chromium() {
     assert_eq!(report["newUserRole"], "editor");
     assert_eq!(report["usersListed"], serde_json::json!(["outsider@globex.test"]), "{report}");
     assert_eq!(report["problems"], serde_json::json!([]), "no page, console or CSP errors");
-    for shot in ["library.png", "player.png", "warning.png", "chat.png", "users.png"] {
+    for shot in [
+        "empty-library.png",
+        "library.png",
+        "player.png",
+        "warning.png",
+        "chat.png",
+        "users.png",
+        "device.png",
+        "phone-library.png",
+        "phone-player.png",
+    ] {
         assert!(shots.join(shot).exists(), "{shot}");
     }
 }

@@ -56,6 +56,48 @@ async fn the_vendored_client_is_the_pinned_release_byte_for_byte() {
         "ui/vendor/socket.io.min.js differs from socket.io-client {}",
         installed["version"]
     );
+    let alias = get(app.addr, "/socket.io/socket.io.min.js").await;
+    assert!(alias.bytes == served.bytes, "served where the Node server's serveClient puts it too");
     let licence = get(app.addr, "/vendor/socket.io-client.LICENSE").await;
     assert!(licence.body.contains("MIT") || licence.body.contains("Permission is hereby granted"));
+}
+
+#[tokio::test]
+async fn files_are_versioned_in_the_page_and_gzipped_for_browsers_that_accept_it() {
+    use std::io::Read;
+    let app = TestApp::start().await;
+    let page = get(app.addr, "/").await;
+    assert_eq!(page.headers["cache-control"], "no-cache", "the page itself always revalidates");
+    let script = page
+        .body
+        .split('"')
+        .find(|part| part.starts_with("/app.js?v="))
+        .unwrap_or_else(|| panic!("the page names app.js with its version: {}", page.body))
+        .to_owned();
+    let versioned = get(app.addr, &script).await;
+    assert_eq!(versioned.headers["cache-control"], "public, max-age=31536000, immutable");
+    let plain = get(app.addr, "/app.js").await;
+    assert_eq!(plain.headers["cache-control"], "no-cache");
+    assert!(plain.bytes == versioned.bytes);
+    let stale = get(app.addr, "/app.js?v=0000000000000000").await;
+    assert_eq!(stale.headers["cache-control"], "no-cache", "an old version is not cached for good");
+    assert!(plain.headers.get("content-encoding").is_none(), "no gzip unless asked");
+
+    for path in ["/app.js", "/app.css", "/", "/vendor/socket.io.min.js"] {
+        let gz = request(app.addr, Method::GET, path, b"", &[("accept-encoding", "gzip, deflate, br")]).await;
+        assert_eq!(gz.headers["content-encoding"], "gzip", "{path}");
+        assert_eq!(gz.headers["vary"], "Accept-Encoding");
+        let mut unzipped = Vec::new();
+        flate2::read::GzDecoder::new(gz.bytes.as_ref()).read_to_end(&mut unzipped).unwrap();
+        let original = get(app.addr, path).await;
+        assert!(unzipped == original.bytes.as_ref(), "{path} unzips to the original");
+        assert!(gz.bytes.len() * 2 < original.bytes.len(), "{path}: {} -> {}", original.bytes.len(), gz.bytes.len());
+        assert_ne!(gz.headers["etag"], original.headers["etag"], "each encoding has its own ETag");
+        let etag = gz.headers["etag"].to_str().unwrap();
+        let again =
+            request(app.addr, Method::GET, path, b"", &[("accept-encoding", "gzip"), ("if-none-match", etag)]).await;
+        assert_eq!(again.status, 304);
+    }
+    let refused = request(app.addr, Method::GET, "/app.js", b"", &[("accept-encoding", "gzip;q=0, identity")]).await;
+    assert!(refused.headers.get("content-encoding").is_none());
 }

@@ -43,10 +43,12 @@ function show(view) {
   $("login-view").hidden = view !== "login";
   $("library-view").hidden = view !== "library";
   $("users-view").hidden = view !== "users";
+  $("device-view").hidden = view !== "device";
   $("player-view").hidden = true;
   $("logout").hidden = !signedIn;
   $("nav").hidden = !signedIn;
   $("nav-users").hidden = !signedIn || state.user?.role !== "admin";
+  $("nav-device").hidden = !signedIn || state.user?.role !== "admin";
   $("who").textContent = signedIn ? `${state.user.email} · ${state.user.orgName ?? ""}` : "";
 }
 
@@ -95,6 +97,62 @@ async function changeUser(id, method, body) {
   await loadUsers();
 }
 
+/** The admin's view of the box: version, uptime, disk, temperature, decoder, LED. */
+async function loadDevice() {
+  const response = await api("/api/device");
+  if (!response.ok) {
+    $("device-error").textContent = await errorMessage(response);
+    return;
+  }
+  $("device-error").textContent = "";
+  renderDevice(await response.json());
+}
+
+function formatBytes(bytes) {
+  const units = ["B", "KB", "MB", "GB", "TB"];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1000 && unit < units.length - 1) {
+    value /= 1000;
+    unit += 1;
+  }
+  return `${value.toFixed(unit ? 1 : 0)} ${units[unit]}`;
+}
+
+function formatUptime(seconds) {
+  const days = Math.floor(seconds / 86400);
+  const hours = Math.floor((seconds % 86400) / 3600);
+  const minutes = Math.floor((seconds % 3600) / 60);
+  return days ? `${days} d ${hours} h` : hours ? `${hours} h ${minutes} min` : `${minutes} min`;
+}
+
+function renderDevice(device) {
+  const led = device.led;
+  const rows = [
+    ["Version", `Tally ${device.version}`],
+    ["Name", device.hostname || "unknown"],
+    ["Service uptime", formatUptime(device.uptimeSeconds)],
+    ["System uptime", device.systemUptimeSeconds == null ? "unknown" : formatUptime(device.systemUptimeSeconds)],
+    ["Disk free", `${formatBytes(device.disk.freeBytes)} of ${formatBytes(device.disk.totalBytes)}`],
+    ["CPU temperature", device.cpuTemperatureCelsius == null ? "no sensor" : `${device.cpuTemperatureCelsius.toFixed(1)} °C`],
+    ["Decoding", `${device.decoder.mode}${device.decoder.hardwareAvailable ? ", hardware decoder present" : ", software only"}`],
+    ["Processing now", `${device.jobsRunning} video${device.jobsRunning === 1 ? "" : "s"}`],
+    ["Status LED", `${led.state}: ${led.pattern}${led.identifySecondsLeft ? ` (${led.identifySecondsLeft} s left)` : ""}`],
+    ["LED hardware", led.backend],
+  ];
+  $("device-details").replaceChildren(
+    ...rows.flatMap(([term, value]) => {
+      const dt = document.createElement("dt");
+      dt.textContent = term;
+      const dd = document.createElement("dd");
+      dd.textContent = value;
+      if (term === "Status LED") dd.id = "led-state";
+      return [dt, dd];
+    }),
+  );
+  $("led-state").dataset.state = led.state;
+}
+
 function setConnection(text) {
   const badge = $("connection");
   badge.textContent = text;
@@ -109,6 +167,9 @@ function connectSocket() {
     loadChat();
   });
   socket.on("chat:message", renderMessage);
+  socket.on("device:status", (device) => {
+    if (!$("device-view").hidden) renderDevice(device);
+  });
   socket.on("disconnect", () => setConnection("reconnecting"));
   socket.io.on("reconnect_failed", () => setConnection("offline"));
   socket.on("connect_error", async (error) => {
@@ -260,12 +321,15 @@ function renderDetails(video) {
 }
 
 function closePlayer() {
+  const id = state.playing;
   state.playing = null;
   const player = $("player-video");
   player.pause();
   player.removeAttribute("src");
   player.load();
   show("library");
+  // Keyboard users land back on the card they opened.
+  document.querySelector(`[data-id="${CSS.escape(id ?? "")}"] .open`)?.focus();
 }
 
 function renderMessage(message) {
@@ -415,6 +479,18 @@ $("nav-users").addEventListener("click", async () => {
   show("users");
   await loadUsers();
 });
+$("nav-device").addEventListener("click", async () => {
+  show("device");
+  await loadDevice();
+});
+$("identify").addEventListener("click", async () => {
+  const response = await api("/api/device/identify", { method: "POST" });
+  if (!response.ok) {
+    $("device-error").textContent = await errorMessage(response);
+    return;
+  }
+  renderDevice(await response.json());
+});
 $("user-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   const form = new FormData(event.target);
@@ -464,6 +540,28 @@ $("chat-form").addEventListener("submit", async (event) => {
 $("file-input").addEventListener("change", (event) => {
   [...event.target.files].forEach(upload);
   event.target.value = "";
+});
+
+// Files dropped anywhere on the library upload like picked ones; the server says what it
+// refuses (not a video, too large, disk full) on each file's card.
+const library = $("library-view");
+library.addEventListener("dragover", (event) => {
+  if (!event.dataTransfer?.types.includes("Files")) return;
+  event.preventDefault();
+  event.dataTransfer.dropEffect = "copy";
+  library.classList.add("dragging");
+});
+library.addEventListener("dragleave", (event) => {
+  if (!library.contains(event.relatedTarget)) library.classList.remove("dragging");
+});
+library.addEventListener("drop", (event) => {
+  event.preventDefault();
+  library.classList.remove("dragging");
+  [...(event.dataTransfer?.files ?? [])].forEach(upload);
+});
+
+document.addEventListener("keydown", (event) => {
+  if (event.key === "Escape" && !$("player-view").hidden) closePlayer();
 });
 
 (async () => {

@@ -47,6 +47,8 @@ pub struct Jobs {
     wake: Notify,
     /// Cancel flags of the videos being processed now.
     running: Mutex<HashMap<String, Arc<AtomicBool>>>,
+    /// When a video last failed for good (the LED's attention state).
+    last_failure: Mutex<Option<Instant>>,
     stopping: AtomicBool,
     workers: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -70,6 +72,7 @@ impl Jobs {
             config,
             wake: Notify::new(),
             running: Mutex::new(HashMap::new()),
+            last_failure: Mutex::new(None),
             stopping: AtomicBool::new(false),
             workers: Mutex::new(Vec::new()),
         });
@@ -111,6 +114,22 @@ impl Jobs {
             flag.store(true, Ordering::Relaxed);
         }
         Ok(())
+    }
+
+    /// Videos being processed now.
+    pub fn busy(&self) -> usize {
+        self.running.lock().map(|running| running.len()).unwrap_or(0)
+    }
+
+    /// When a video last failed processing for good.
+    pub fn last_failure(&self) -> Option<Instant> {
+        self.last_failure.lock().ok().and_then(|last| *last)
+    }
+
+    /// Whether every worker is still running (a worker only ends when stopped, or by a bug).
+    pub fn healthy(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+            || self.workers.lock().is_ok_and(|workers| workers.iter().all(|worker| !worker.is_finished()))
     }
 
     async fn work(self: Arc<Self>, worker: usize) {
@@ -210,6 +229,9 @@ impl Jobs {
             return Some((events::VIDEO_UPDATED, None));
         }
         tracing::warn!(video = video.id, stage = stage.as_str(), error = message, "processing failed");
+        if let Ok(mut last) = self.last_failure.lock() {
+            *last = Some(Instant::now());
+        }
         job.state = JobState::Failed;
         job.error = Some(message.clone());
         video.status = VideoStatus::Failed;

@@ -74,20 +74,31 @@ impl Default for MediaConfig {
 /// Takes the decoders named by the prefixes out of automatic selection, for the whole
 /// process (ranks are global; on the box every pipeline should then decode in software).
 fn demote(prefixes: &[String]) {
-    for feature in gst::Registry::get().features(gst::ElementFactory::static_type()) {
-        if prefixes.iter().any(|p| feature.name().starts_with(p.as_str())) && feature.rank() != gst::Rank::NONE {
-            tracing::info!(decoder = %feature.name(), "decoder taken out of selection");
-            feature.set_rank(gst::Rank::NONE);
-        }
+    for decoder in hardware_decoders(prefixes) {
+        tracing::info!(decoder = %decoder.name(), "decoder taken out of selection");
+        decoder.set_rank(gst::Rank::NONE);
     }
 }
 
-/// Whether any decoder factory named by the prefixes is registered (V4L2 elements only
-/// register where `/dev/video*` exists).
+/// Whether any decoder named by the prefixes is registered and selectable (V4L2 elements
+/// only register where `/dev/video*` exists).
 fn hardware_present(prefixes: &[String]) -> bool {
-    gst::Registry::get().features(gst::ElementFactory::static_type()).iter().any(|feature| {
-        feature.rank() != gst::Rank::NONE && prefixes.iter().any(|p| feature.name().starts_with(p.as_str()))
-    })
+    !hardware_decoders(prefixes).is_empty()
+}
+
+/// The selectable decoder factories whose names start with one of the prefixes (`v4l2`
+/// also names sources and sinks, which are not decoders).
+fn hardware_decoders(prefixes: &[String]) -> Vec<gst::ElementFactory> {
+    gst::Registry::get()
+        .features(gst::ElementFactory::static_type())
+        .into_iter()
+        .filter_map(|feature| feature.downcast::<gst::ElementFactory>().ok())
+        .filter(|factory| {
+            factory.rank() != gst::Rank::NONE
+                && factory.has_type(gst::ElementFactoryType::DECODER)
+                && prefixes.iter().any(|p| factory.name().starts_with(p.as_str()))
+        })
+        .collect()
 }
 
 /// A stage of processing, as reported in progress events.
@@ -118,15 +129,23 @@ pub struct Processed {
 
 pub struct Media {
     config: MediaConfig,
+    /// A hardware decoder is registered on this board (whatever the configured mode).
+    hardware: bool,
 }
 
 impl Media {
     pub fn new(config: MediaConfig) -> Result<Media, MediaError> {
         gst::init().map_err(|e| MediaError::Internal(format!("GStreamer: {e}")))?;
+        let hardware = hardware_present(&config.hardware_decoders);
         if config.decoder == DecoderMode::Software {
             demote(&config.hardware_decoders);
         }
-        Ok(Media { config })
+        Ok(Media { config, hardware })
+    }
+
+    /// Whether the board has a hardware decoder.
+    pub fn hardware_available(&self) -> bool {
+        self.hardware
     }
 
     pub fn probe(&self, path: &Path) -> Result<Metadata, MediaError> {

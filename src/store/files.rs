@@ -42,6 +42,11 @@ impl VideoFiles {
         fs4::available_space(&self.root)
     }
 
+    /// Size of the data dir's filesystem, in bytes.
+    pub fn total_space(&self) -> io::Result<u64> {
+        fs4::total_space(&self.root)
+    }
+
     /// Moves a complete, fsynced upload into place and makes the rename durable.
     pub fn commit(&self, temp: &Path, id: &str, ext: &str) -> io::Result<PathBuf> {
         let dir = self.dir(id);

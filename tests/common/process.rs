@@ -153,6 +153,15 @@ impl Tally {
         .await
     }
 
+    /// A raw websocket connected to the `/` namespace with `token`.
+    pub async fn socket(&self, token: &str) -> super::Ws {
+        let mut ws = super::ws_connect(self.addr, "/socket.io/?EIO=4&transport=websocket").await.unwrap();
+        super::next_text(&mut ws).await;
+        super::send_text(&mut ws, &format!(r#"40{{"token":"{token}"}}"#)).await;
+        assert!(super::next_text(&mut ws).await.starts_with("40{"));
+        ws
+    }
+
     /// Uploads `total` bytes produced by `chunk(i)` without ever holding them all.
     pub async fn upload_stream(
         &self,

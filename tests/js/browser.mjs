@@ -1,6 +1,8 @@
 // Drives Debian's Chromium through the real page (tests/browser.rs). One JSON argument:
 // {url, password, editor, peer, outsider, calm, strobe, shots}. Every page error and console
 // error (a CSP violation included) is reported and fails the run.
+import { readFileSync } from "node:fs";
+import { basename } from "node:path";
 import { chromium } from "playwright-core";
 
 const config = JSON.parse(process.argv[2]);
@@ -11,8 +13,8 @@ const browser = await chromium.launch({
 const problems = [];
 const report = {};
 
-async function open(who) {
-  const context = await browser.newContext({ viewport: { width: 1100, height: 700 } });
+async function open(who, device = { viewport: { width: 1100, height: 700 } }) {
+  const context = await browser.newContext(device);
   const page = await context.newPage();
   page.on("pageerror", (error) => problems.push(`${who}: page error: ${error.message}`));
   page.on("console", (message) => message.type() === "error" && problems.push(`${who}: console: ${message.text()}`));
@@ -31,6 +33,46 @@ async function logIn(page, email) {
   await page.click("#login-form button[type=submit]");
   await page.waitForSelector("#library-view:not([hidden])");
   await page.waitForSelector("#connection.connected");
+}
+
+/** Plays the loaded video muted until time advances, then seeks; returns what happened. */
+async function playAndSeek(page, to) {
+  return page.$eval(
+    "#player-video",
+    async (video, to) => {
+      video.muted = true;
+      await video.play();
+      const start = performance.now();
+      while (video.currentTime < 0.3 && performance.now() - start < 10000) await new Promise((r) => setTimeout(r, 50));
+      const played = video.currentTime;
+      video.pause();
+      const seeked = new Promise((resolve) => video.addEventListener("seeked", resolve, { once: true }));
+      video.currentTime = to;
+      await seeked;
+      return { played, seekedTo: video.currentTime };
+    },
+    to,
+  );
+}
+
+/** Drops files on the library as a desktop's file manager would. */
+async function dropFiles(page, paths) {
+  const files = paths.map((path) => ({ name: basename(path), data: [...readFileSync(path)] }));
+  const dataTransfer = await page.evaluateHandle((files) => {
+    const transfer = new DataTransfer();
+    for (const { name, data } of files) {
+      const type = name.endsWith(".mp4") ? "video/mp4" : "text/plain";
+      transfer.items.add(new File([new Uint8Array(data)], name, { type }));
+    }
+    return transfer;
+  }, files);
+  await page.dispatchEvent("#library-view", "dragover", { dataTransfer });
+  await page.dispatchEvent("#library-view", "drop", { dataTransfer });
+}
+
+/** Whether the page fits the screen's width (nothing to scroll sideways). */
+async function fitsWidth(page) {
+  return page.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth);
 }
 
 /** Waits until the player's video has loaded its metadata; returns its duration. */
@@ -57,16 +99,26 @@ try {
   await editor.waitForSelector("#empty:not([hidden])");
   await editor.screenshot({ path: `${config.shots}/empty-library.png` });
 
-  // Upload, watch processing, play through range requests.
-  await editor.setInputFiles("#file-input", [config.calm, config.strobe]);
+  // Upload (picked and dropped files), watch processing, play through range requests.
+  await editor.setInputFiles("#file-input", [config.calm]);
+  await dropFiles(editor, [config.strobe, config.notes]);
+  // A file that is not a video gets a clear refusal on its own card.
+  await editor.waitForSelector(".card.status-failed:has-text('notes.txt')");
+  report.refusal = await editor.textContent(".card.status-failed:has-text('notes.txt') .error");
+  for (let i = problems.length - 1; i >= 0; i--) if (problems[i].startsWith("editor: console:") && problems[i].includes("415")) problems.splice(i, 1);
   await editor.waitForFunction(() => document.querySelectorAll(".card.status-processed img.thumb").length === 2, null, { timeout: 90000 });
   report.thumbnailsLoaded = await editor.$$eval(".card.status-processed img.thumb", (imgs) => imgs.every((img) => img.complete && img.naturalWidth > 0));
   await editor.screenshot({ path: `${config.shots}/library.png` });
-  await editor.click("button[aria-label='Play beach']");
+  // Keyboard only: focus the card, Enter opens the player, Escape comes back to the card.
+  await editor.focus("button[aria-label='Play beach']");
+  await editor.keyboard.press("Enter");
   report.calmDuration = await playable(editor);
   report.calmVerdict = await editor.textContent("#player-details");
+  report.calmPlayback = await playAndSeek(editor, 2);
   await editor.screenshot({ path: `${config.shots}/player.png` });
-  await editor.click("#player-close");
+  await editor.keyboard.press("Escape");
+  await editor.waitForSelector("#library-view:not([hidden])");
+  report.focusBack = await editor.evaluate(() => document.activeElement?.getAttribute("aria-label"));
 
   // A flagged video warns first and has no source until the viewer acknowledges.
   await editor.click("button[aria-label='Play strobe']");
@@ -115,6 +167,31 @@ try {
   // That refusal's 409 is the expected answer.
   for (let i = problems.length - 1; i >= 0; i--) if (problems[i].startsWith("outsider: console:") && problems[i].includes("409")) problems.splice(i, 1);
   report.usersListed = await outsider.$$eval("#user-rows tr", (rows) => rows.map((r) => r.dataset.email));
+
+  // The device panel: the box's state, and identify makes the LED say so.
+  await outsider.click("#nav-device");
+  await outsider.waitForSelector("#led-state");
+  report.deviceVersion = await outsider.textContent("#device-details dd");
+  await outsider.click("#identify");
+  await outsider.waitForSelector("#led-state[data-state='identify']");
+  await outsider.screenshot({ path: `${config.shots}/device.png` });
+
+  // A phone: log in with the keyboard alone, and every screen fits the width.
+  const phone = await open("phone", { viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true, deviceScaleFactor: 2 });
+  await phone.focus("input[name=email]");
+  await phone.keyboard.type(config.peer);
+  await phone.keyboard.press("Tab");
+  await phone.keyboard.type(config.password);
+  await phone.keyboard.press("Enter");
+  await phone.waitForSelector("#connection.connected");
+  await phone.waitForSelector(".card.status-processed >> nth=1");
+  await phone.waitForFunction(() => [...document.querySelectorAll(".card img.thumb")].every((img) => img.complete && img.naturalWidth > 0));
+  report.phoneFits = { library: await fitsWidth(phone) };
+  await phone.screenshot({ path: `${config.shots}/phone-library.png`, fullPage: true });
+  await phone.tap("button[aria-label='Play beach']");
+  await playable(phone);
+  report.phoneFits.player = await fitsWidth(phone);
+  await phone.screenshot({ path: `${config.shots}/phone-player.png` });
 
   // A reload keeps the session (refresh cookie) and the chat history.
   await peer.reload();

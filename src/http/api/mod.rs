@@ -5,6 +5,7 @@
 //! Door: [`Api::new`], then [`Api::handle`] for every request under `/api/`.
 
 mod auth;
+mod device;
 mod media;
 mod upload;
 mod users;
@@ -25,6 +26,7 @@ use super::error::ApiError;
 use super::{Body, full};
 use crate::auth::limiter::LoginLimiter;
 use crate::auth::{Claims, Role, TokenKeys};
+use crate::device::Device;
 use crate::events::VideoNews;
 use crate::jobs::Jobs;
 use crate::store::{Store, User};
@@ -52,6 +54,7 @@ pub struct Api {
     keys: Arc<TokenKeys>,
     news: VideoNews,
     jobs: Arc<Jobs>,
+    device: Arc<Device>,
     limiter: LoginLimiter,
     config: ApiConfig,
     routes: matchit::Router<Route>,
@@ -69,6 +72,8 @@ enum Route {
     Video,
     Stream,
     Thumbnail,
+    Device,
+    Identify,
 }
 
 /// Who is calling, as the store knows them now (role changes apply at once).
@@ -86,7 +91,14 @@ const EDITORS: &[Role] = &[Role::Admin, Role::Editor];
 const ADMINS: &[Role] = &[Role::Admin];
 
 impl Api {
-    pub fn new(store: Store, keys: Arc<TokenKeys>, news: VideoNews, jobs: Arc<Jobs>, config: ApiConfig) -> Api {
+    pub fn new(
+        store: Store,
+        keys: Arc<TokenKeys>,
+        news: VideoNews,
+        jobs: Arc<Jobs>,
+        device: Arc<Device>,
+        config: ApiConfig,
+    ) -> Api {
         let mut routes = matchit::Router::new();
         for (path, route) in [
             ("/api/auth/login", Route::Login),
@@ -99,13 +111,15 @@ impl Api {
             ("/api/videos/{id}", Route::Video),
             ("/api/videos/{id}/stream", Route::Stream),
             ("/api/videos/{id}/thumbnail", Route::Thumbnail),
+            ("/api/device", Route::Device),
+            ("/api/device/identify", Route::Identify),
         ] {
             if let Err(error) = routes.insert(path, route) {
                 tracing::error!(%error, path, "bad route");
             }
         }
         let limiter = LoginLimiter::new(config.login_attempts_per_minute, config.login_attempts_per_address_per_minute);
-        Api { store, keys, news, jobs, limiter, config, routes }
+        Api { store, keys, news, jobs, device, limiter, config, routes }
     }
 
     pub fn store(&self) -> &Store {
@@ -161,6 +175,8 @@ impl Api {
                     (Route::Video, &Method::GET) => self.get_video(&caller, &id),
                     (Route::Video, &Method::PATCH) => self.update_video(&caller, &id, request).await,
                     (Route::Video, &Method::DELETE) => self.delete_video(&caller, &id).await,
+                    (Route::Device, &Method::GET) => self.device_status(&caller),
+                    (Route::Identify, &Method::POST) => self.identify(&caller),
                     _ => Err(method_not_allowed()),
                 }
             }

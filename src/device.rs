@@ -1,0 +1,249 @@
+//! The box itself: what it says about itself (`GET /api/device`, pushed to admins as
+//! `device:status`), whether it is healthy (`/healthz`), and the conditions the status LED
+//! shows. A monitor looks at the box every couple of seconds; nothing here blocks for long.
+//!
+//! Door: [`Device::new`], then [`Device::start_monitor`], [`Device::status`] and
+//! [`Device::health`].
+
+use std::fs;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::jobs::Jobs;
+use crate::led::{IDENTIFY_FOR, Led, LedState};
+use crate::media::DecoderMode;
+use crate::store::Store;
+
+/// How often the monitor looks at the box.
+const MONITOR_EVERY: Duration = Duration::from_secs(2);
+/// A failed video keeps the LED in `attention` this long.
+const ATTENTION_FOR: Duration = Duration::from_secs(10 * 60);
+
+pub struct Device {
+    started: Instant,
+    led: Led,
+    store: Store,
+    jobs: Arc<Jobs>,
+    decoder: DecoderMode,
+    hardware_decoder: bool,
+    storage_low_bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceStatus {
+    pub version: &'static str,
+    pub hostname: String,
+    /// Seconds since the service started.
+    pub uptime_seconds: u64,
+    /// Seconds since the board booted, where the kernel says.
+    pub system_uptime_seconds: Option<u64>,
+    pub disk: Disk,
+    /// The CPU's temperature, on boards with a thermal sensor.
+    pub cpu_temperature_celsius: Option<f64>,
+    pub decoder: Decoder,
+    pub led: LedReport,
+    pub jobs_running: usize,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Disk {
+    pub free_bytes: u64,
+    pub total_bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Decoder {
+    /// `auto`, `software` or `hardware`, as configured.
+    pub mode: DecoderMode,
+    /// Whether a hardware (V4L2) decoder is present on this board.
+    pub hardware_available: bool,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LedReport {
+    pub state: LedState,
+    pub pattern: &'static str,
+    pub backend: String,
+    pub identify_seconds_left: Option<u64>,
+}
+
+/// Liveness and readiness, for `/healthz` and the systemd watchdog.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Health {
+    pub storage: bool,
+    pub workers: bool,
+}
+
+impl Health {
+    pub fn ok(&self) -> bool {
+        self.storage && self.workers
+    }
+}
+
+impl Device {
+    pub fn new(
+        led: Led,
+        store: Store,
+        jobs: Arc<Jobs>,
+        decoder: DecoderMode,
+        hardware_decoder: bool,
+        storage_low_bytes: u64,
+    ) -> Device {
+        Device { started: Instant::now(), led, store, jobs, decoder, hardware_decoder, storage_low_bytes }
+    }
+
+    pub fn led(&self) -> &Led {
+        &self.led
+    }
+
+    /// Blinks the identify pattern so a technician can find the box.
+    pub fn identify(&self) {
+        self.led.identify(IDENTIFY_FOR);
+    }
+
+    pub fn health(&self) -> Health {
+        Health { storage: self.store.schema_version().is_ok(), workers: self.jobs.healthy() }
+    }
+
+    pub fn status(&self) -> DeviceStatus {
+        let files = self.store.files();
+        let state = self.led.state();
+        DeviceStatus {
+            version: env!("CARGO_PKG_VERSION"),
+            hostname: read_trimmed("/proc/sys/kernel/hostname").unwrap_or_default(),
+            uptime_seconds: self.started.elapsed().as_secs(),
+            system_uptime_seconds: system_uptime(),
+            disk: Disk {
+                free_bytes: files.available_space().unwrap_or(0),
+                total_bytes: files.total_space().unwrap_or(0),
+            },
+            cpu_temperature_celsius: cpu_temperature(Path::new("/sys/class/thermal")),
+            decoder: Decoder { mode: self.decoder, hardware_available: self.hardware_decoder },
+            led: LedReport {
+                state,
+                pattern: state.pattern().looks,
+                backend: self.led.describe(),
+                identify_seconds_left: self.led.identify_remaining().map(|left| left.as_secs_f64().ceil() as u64),
+            },
+            jobs_running: self.jobs.busy(),
+        }
+    }
+
+    /// The service is up: leaves `booting`.
+    pub fn ready(&self) {
+        self.led.set(LedState::Booting, false);
+    }
+
+    /// Looks at the box every couple of seconds and keeps the LED's conditions current;
+    /// `on_change` hears about every change of what the LED shows.
+    pub fn start_monitor(self: &Arc<Self>, on_change: impl Fn(&DeviceStatus) + Send + 'static) {
+        let device = Arc::downgrade(self);
+        let mut shown = self.led.watch();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(MONITOR_EVERY);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        let Some(device) = device.upgrade() else { return };
+                        device.observe();
+                    }
+                    changed = shown.changed() => {
+                        if changed.is_err() { return; }
+                        let Some(device) = device.upgrade() else { return };
+                        on_change(&device.status());
+                    }
+                }
+            }
+        });
+    }
+
+    /// One look at the box.
+    fn observe(&self) {
+        let health = self.health();
+        self.led.set(LedState::Fault, !health.ok());
+        let free = self.store.files().available_space().ok();
+        self.led.set(LedState::StorageLow, free.is_some_and(|free| free < self.storage_low_bytes));
+        self.led.set(LedState::NoNetwork, !network_up(Path::new("/sys/class/net")).unwrap_or(true));
+        let failed_recently = self.jobs.last_failure().is_some_and(|at| at.elapsed() < ATTENTION_FOR);
+        self.led.set(LedState::Attention, failed_recently);
+        self.led.set(LedState::Processing, self.jobs.busy() > 0);
+    }
+}
+
+fn read_trimmed(path: impl AsRef<Path>) -> Option<String> {
+    fs::read_to_string(path).ok().map(|text| text.trim().to_owned())
+}
+
+fn system_uptime() -> Option<u64> {
+    let text = read_trimmed("/proc/uptime")?;
+    let seconds: f64 = text.split_whitespace().next()?.parse().ok()?;
+    Some(seconds as u64)
+}
+
+/// The CPU's thermal zone (`cpu-thermal` on a Pi), else the first zone, in °C.
+fn cpu_temperature(thermal: &Path) -> Option<f64> {
+    let mut zones: Vec<_> = fs::read_dir(thermal)
+        .ok()?
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| path.file_name().is_some_and(|name| name.to_string_lossy().starts_with("thermal_zone")))
+        .collect();
+    zones.sort();
+    let cpu = zones
+        .iter()
+        .find(|zone| read_trimmed(zone.join("type")).is_some_and(|kind| kind.contains("cpu")))
+        .or(zones.first())?;
+    let millidegrees: f64 = read_trimmed(cpu.join("temp"))?.parse().ok()?;
+    Some((millidegrees / 100.0).round() / 10.0)
+}
+
+/// Whether an interface other than loopback has a link. `None` when the kernel does not say.
+fn network_up(net: &Path) -> Option<bool> {
+    let interfaces = fs::read_dir(net).ok()?;
+    Some(interfaces.flatten().any(|entry| {
+        let path = entry.path();
+        entry.file_name() != "lo"
+            && match read_trimmed(path.join("operstate")).as_deref() {
+                Some("up") => true,
+                // Some drivers never report an operstate; the carrier says.
+                Some("unknown") => read_trimmed(path.join("carrier")).as_deref() == Some("1"),
+                _ => false,
+            }
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_cpu_zone_and_the_links_the_kernel_reports() {
+        let dir = tempfile::tempdir().unwrap();
+        let thermal = dir.path().join("thermal");
+        for (zone, kind, temp) in [("thermal_zone0", "gpu-thermal", "70000"), ("thermal_zone1", "cpu-thermal", "48312")]
+        {
+            fs::create_dir_all(thermal.join(zone)).unwrap();
+            fs::write(thermal.join(zone).join("type"), kind).unwrap();
+            fs::write(thermal.join(zone).join("temp"), temp).unwrap();
+        }
+        assert_eq!(cpu_temperature(&thermal), Some(48.3));
+        assert_eq!(cpu_temperature(&dir.path().join("none")), None);
+
+        let net = dir.path().join("net");
+        for (name, state, carrier) in [("lo", "unknown", "1"), ("eth0", "down", "0"), ("wlan0", "dormant", "0")] {
+            fs::create_dir_all(net.join(name)).unwrap();
+            fs::write(net.join(name).join("operstate"), state).unwrap();
+            fs::write(net.join(name).join("carrier"), carrier).unwrap();
+        }
+        assert_eq!(network_up(&net), Some(false), "loopback alone is no network");
+        fs::write(net.join("wlan0").join("operstate"), "up\n").unwrap();
+        assert_eq!(network_up(&net), Some(true));
+    }
+}

@@ -22,7 +22,8 @@ async fn the_page_in_chromium() {
     add_user(dir.path(), "Acme", "editor@acme.test", "editor").await;
     add_user(dir.path(), "Acme", "peer@acme.test", "viewer").await;
     add_user(dir.path(), "Globex", "outsider@globex.test", "admin").await;
-    let tally = Tally::start(dir.path(), &[]).await;
+    // Short-lived access tokens, so the page has to renew them and reconnect during the run.
+    let tally = Tally::start(dir.path(), &[("TALLY_ACCESS_TOKEN_TTL_SECS", "15")]).await;
     let calm = dir.path().join("beach.mp4");
     painted(
         &calm,
@@ -69,6 +70,7 @@ async fn the_page_in_chromium() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "the browser run failed: {stdout}");
     let report: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or("{}")).unwrap();
+    eprintln!("browser report: {report}");
     assert_eq!(report["thumbnailsLoaded"], true);
     assert!(report["calmDuration"].as_f64().is_some_and(|d| (2.9..3.1).contains(&d)), "{report}");
     assert!(report["calmVerdict"].as_str().unwrap().contains("safe"), "{report}");
@@ -80,6 +82,7 @@ async fn the_page_in_chromium() {
     assert_eq!(report["focusBack"], "Play beach", "Escape returns to the card that opened the player");
     assert!(report["refusal"].as_str().unwrap().contains("notes.txt"), "{report}");
     assert!(report["deviceVersion"].as_str().unwrap().contains(env!("CARGO_PKG_VERSION")), "{report}");
+    assert!(report["editorSockets"].as_u64().is_some_and(|n| n >= 2), "reconnected after the token expired: {report}");
     assert_eq!(report["phoneFits"], serde_json::json!({"library": true, "player": true}), "{report}");
     assert!(report["sourceBeforeAcknowledging"].is_null(), "a flagged video has no source before the acknowledgement");
     assert!(report["strobeDuration"].as_f64().is_some_and(|d| d > 2.9), "{report}");

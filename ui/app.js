@@ -35,7 +35,8 @@ function setSession(session) {
   state.token = session.accessToken;
   state.user = session.user;
   clearTimeout(state.refreshTimer);
-  state.refreshTimer = setTimeout(refresh, Math.max(10, session.expiresIn - 60) * 1000);
+  // Renewed well before it expires, so uploads and sockets always start with a valid token.
+  state.refreshTimer = setTimeout(refresh, Math.max(5, Math.min(session.expiresIn - 60, session.expiresIn * 0.8)) * 1000);
 }
 
 function show(view) {

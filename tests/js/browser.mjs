@@ -18,6 +18,8 @@ async function open(who, device = { viewport: { width: 1100, height: 700 } }) {
   const page = await context.newPage();
   page.on("pageerror", (error) => problems.push(`${who}: page error: ${error.message}`));
   page.on("console", (message) => message.type() === "error" && problems.push(`${who}: console: ${message.text()}`));
+  page.sockets = 0;
+  page.on("websocket", () => page.sockets++);
   await page.goto(config.url);
   await page.waitForSelector("#login-view:not([hidden])");
   // A fresh browser has no session: the page's refresh attempt is answered 401, as it should.
@@ -192,6 +194,16 @@ try {
   await playable(phone);
   report.phoneFits.player = await fitsWidth(phone);
   await phone.screenshot({ path: `${config.shots}/phone-player.png` });
+
+  // Access tokens live 15 s here: the server closed the editor's socket when its token
+  // expired, and the page reconnected with a renewed one and still chats.
+  const deadline = Date.now() + 30000;
+  while (editor.sockets < 2 && Date.now() < deadline) await editor.waitForTimeout(250);
+  await editor.waitForSelector("#connection.connected");
+  report.editorSockets = editor.sockets;
+  await editor.fill("#chat-text", "still here after the token expired");
+  await editor.press("#chat-text", "Enter");
+  await peer.waitForSelector("#messages li:has-text('still here after the token expired')");
 
   // A reload keeps the session (refresh cookie) and the chat history.
   await peer.reload();

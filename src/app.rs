@@ -14,10 +14,12 @@ use crate::device::Device;
 use crate::engineio::CloseReason;
 use crate::events::{self, VideoNews};
 use crate::http::api::Api;
+use crate::http::ops::Ops;
 use crate::http::{self, Router};
 use crate::jobs::Jobs;
 use crate::led::{Led, LedConfig, backend};
 use crate::media::Media;
+use crate::metrics::Metrics;
 use crate::socketio::SocketIo;
 use crate::store::Store;
 
@@ -42,8 +44,9 @@ impl App {
         let media = Arc::new(Media::new(config.media.pipeline()).context("starting GStreamer")?);
         let hardware_decoder = media.hardware_available();
         let news = VideoNews::new(io.clone(), keys.clone(), Duration::from_secs(config.media_url_ttl_secs));
-        let jobs =
-            Jobs::start(store.clone(), media, news.clone(), config.media.jobs()).context("starting the job workers")?;
+        let metrics = Arc::new(Metrics::new());
+        let jobs = Jobs::start(store.clone(), media, news.clone(), metrics.clone(), config.media.jobs())
+            .context("starting the job workers")?;
         let device = Arc::new(Device::new(
             start_led(&config.led),
             store.clone(),
@@ -56,10 +59,19 @@ impl App {
         device.start_monitor(move |status| {
             events::announce_device(&admins, serde_json::to_value(status).unwrap_or_default());
         });
-        let api = Arc::new(Api::new(store.clone(), keys.clone(), news, jobs.clone(), device.clone(), config.api()));
+        let api = Arc::new(Api::new(
+            store.clone(),
+            keys.clone(),
+            news,
+            jobs.clone(),
+            device.clone(),
+            metrics.clone(),
+            config.api(),
+        ));
+        let ops = Arc::new(Ops { device: device.clone(), metrics, store: store.clone() });
         http::ui::preload();
         let engine = io.engine(config.engine());
-        let router = Arc::new(Router::new().mount_engine(&config.realtime.path, engine).mount_api(api));
+        let router = Arc::new(Router::new().mount_engine(&config.realtime.path, engine).mount_api(api).mount_ops(ops));
         Ok(App { config, keys, store, io, jobs, device, router })
     }
 

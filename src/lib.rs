@@ -17,5 +17,6 @@ pub mod jobs;
 pub mod led;
 pub mod logging;
 pub mod media;
+pub mod metrics;
 pub mod socketio;
 pub mod store;

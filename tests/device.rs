@@ -101,3 +101,39 @@ async fn a_failed_video_and_low_storage_show_on_the_led() {
     let status = led_shows(&low, &admin, "storage-low").await;
     assert_eq!(status["led"]["pattern"], "on, with 3 quick off-blips every 2.5 s");
 }
+
+/// The value of one sample line (`name{labels} value`) in a Prometheus text answer.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test]
+async fn health_and_metrics_for_fleet_monitoring() {
+    let (_dir, tally) = box_with_users(&[]).await;
+    let health = get(tally.addr, "/healthz").await;
+    assert_eq!(health.status, 200);
+    assert_eq!(health.json(), serde_json::json!({"status": "ok", "storage": true, "workers": true}));
+    assert_eq!(post(tally.addr, "/healthz", "").await.status, 405);
+
+    let admin = tally.token("admin@acme.test").await;
+    let _socket = tally.socket(&admin).await;
+    let upload = tally.upload(&admin, None, "broken.mp4", b"not a video, 26 bytes long").await;
+    assert_eq!(upload.status, 201);
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = get(tally.addr, "/metrics").await.body;
+        if sample(&text, "tally_videos_total{outcome=\"failed\"}").is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(sample(&text, "tally_videos_total{outcome=\"failed\"}"), Some(1.0), "{text}");
+    assert_eq!(sample(&text, "tally_connections{transport=\"websocket\"}"), Some(1.0), "{text}");
+    assert_eq!(sample(&text, "tally_connections{transport=\"polling\"}"), Some(0.0), "{text}");
+    assert_eq!(sample(&text, "tally_upload_bytes_total"), Some(26.0), "{text}");
+    assert_eq!(sample(&text, "tally_jobs{state=\"queued\"}"), Some(0.0), "{text}");
+    assert_eq!(sample(&text, "tally_processing_seconds_count"), Some(0.0), "only successes are timed");
+    assert!(sample(&text, "tally_disk_free_bytes").is_some_and(|free| free > 0.0), "{text}");
+    assert_eq!(sample(&text, "tally_healthy"), Some(1.0));
+    assert!(text.ends_with("# EOF\n"), "OpenMetrics text ends with # EOF");
+}

@@ -132,6 +132,16 @@ impl Engine {
         self.sessions.read().map(|s| s.len()).unwrap_or(0)
     }
 
+    /// Open sessions by their current transport: (polling, websocket).
+    pub fn transport_counts(&self) -> (usize, usize) {
+        let Ok(sessions) = self.sessions.read() else { return (0, 0) };
+        let open = sessions.values().filter(|session| !session.is_closed());
+        open.fold((0, 0), |(polling, websocket), session| match session.transport() {
+            Transport::Polling => (polling + 1, websocket),
+            Transport::WebSocket => (polling, websocket + 1),
+        })
+    }
+
     /// Closes every session, e.g. on shutdown.
     pub fn close_all(&self, reason: CloseReason) {
         let sessions: Vec<_> = self.sessions.read().map(|s| s.values().cloned().collect()).unwrap_or_default();

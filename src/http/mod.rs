@@ -20,6 +20,7 @@ use crate::engineio::Engine;
 
 pub mod api;
 pub mod error;
+pub mod ops;
 pub mod ui;
 
 /// Every response body the server sends.
@@ -42,6 +43,7 @@ pub struct Router {
     /// Engine.IO endpoints by mount path without its trailing slash, e.g. `/socket.io`.
     engines: Vec<(String, Arc<Engine>)>,
     api: Option<Arc<api::Api>>,
+    ops: Option<Arc<ops::Ops>>,
 }
 
 impl Router {
@@ -61,6 +63,12 @@ impl Router {
         self
     }
 
+    /// Serves `/healthz` and `/metrics`.
+    pub fn mount_ops(mut self, ops: Arc<ops::Ops>) -> Router {
+        self.ops = Some(ops);
+        self
+    }
+
     pub fn engines(&self) -> impl Iterator<Item = &Arc<Engine>> {
         self.engines.iter().map(|(_, engine)| engine)
     }
@@ -73,6 +81,11 @@ impl Router {
             .find(|(mount, _)| path.strip_prefix(mount.as_str()).is_some_and(|rest| rest.is_empty() || rest == "/"));
         if let Some((_, engine)) = engine {
             return engine.handle(request, remote).await.map(|body| body.map_err(|never| match never {}).boxed());
+        }
+        if let Some(ops) = &self.ops
+            && let Some(response) = ops.handle(request.method(), path, self.engines())
+        {
+            return response;
         }
         if path.starts_with("/api/") {
             return match &self.api {

@@ -18,6 +18,7 @@ use tokio::sync::{Notify, mpsc};
 
 use crate::events::{self, VideoNews};
 use crate::media::{Media, MediaError, Processed, Stage};
+use crate::metrics::Metrics;
 use crate::store::{Job, JobState, Progress, Store, StoreError, Video, VideoStatus, now_ms};
 
 /// At most this many progress events per second per video.
@@ -43,6 +44,7 @@ pub struct Jobs {
     store: Store,
     media: Arc<Media>,
     news: VideoNews,
+    metrics: Arc<Metrics>,
     config: JobsConfig,
     wake: Notify,
     /// Cancel flags of the videos being processed now.
@@ -59,6 +61,7 @@ impl Jobs {
         store: Store,
         media: Arc<Media>,
         news: VideoNews,
+        metrics: Arc<Metrics>,
         config: JobsConfig,
     ) -> Result<Arc<Jobs>, StoreError> {
         let requeued = store.requeue_interrupted_jobs()?;
@@ -69,6 +72,7 @@ impl Jobs {
             store,
             media,
             news,
+            metrics,
             config,
             wake: Notify::new(),
             running: Mutex::new(HashMap::new()),
@@ -201,6 +205,11 @@ impl Jobs {
         }
         if let Err(error) = self.store.flush().await {
             tracing::error!(%error, "flushing the job outcome failed");
+        }
+        match &event {
+            Some((events::VIDEO_PROCESSED, _)) => self.metrics.record_processing(true, started.elapsed().as_secs_f64()),
+            Some((events::VIDEO_FAILED, _)) => self.metrics.record_processing(false, started.elapsed().as_secs_f64()),
+            _ => {}
         }
         match event {
             Some((events::VIDEO_FAILED, Some((stage, message)))) => self.news.failed(&video, stage, &message),

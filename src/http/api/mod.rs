@@ -29,6 +29,7 @@ use crate::auth::{Claims, Role, TokenKeys};
 use crate::device::Device;
 use crate::events::VideoNews;
 use crate::jobs::Jobs;
+use crate::metrics::Metrics;
 use crate::store::{Store, User};
 
 /// Largest JSON request body.
@@ -55,6 +56,7 @@ pub struct Api {
     news: VideoNews,
     jobs: Arc<Jobs>,
     device: Arc<Device>,
+    metrics: Arc<Metrics>,
     limiter: LoginLimiter,
     config: ApiConfig,
     routes: matchit::Router<Route>,
@@ -97,6 +99,7 @@ impl Api {
         news: VideoNews,
         jobs: Arc<Jobs>,
         device: Arc<Device>,
+        metrics: Arc<Metrics>,
         config: ApiConfig,
     ) -> Api {
         let mut routes = matchit::Router::new();
@@ -119,7 +122,7 @@ impl Api {
             }
         }
         let limiter = LoginLimiter::new(config.login_attempts_per_minute, config.login_attempts_per_address_per_minute);
-        Api { store, keys, news, jobs, device, limiter, config, routes }
+        Api { store, keys, news, jobs, device, metrics, limiter, config, routes }
     }
 
     pub fn store(&self) -> &Store {

@@ -218,6 +218,7 @@ impl Api {
             return Err(error.into());
         }
         tracing::info!(video = video.id, org = video.org_id, size = video.size, by = caller.user.id, "video uploaded");
+        self.metrics.record_upload(video.size);
         self.news.announce(events::VIDEO_CREATED, &video);
         let mut response = json_response(StatusCode::CREATED, &self.video_json(&video))?;
         if let Ok(location) = HeaderValue::from_str(&format!("/api/videos/{}", video.id)) {

@@ -20,6 +20,7 @@ use crate::jobs::Jobs;
 use crate::led::{Led, LedConfig, backend};
 use crate::media::Media;
 use crate::metrics::Metrics;
+use crate::service;
 use crate::socketio::SocketIo;
 use crate::store::Store;
 
@@ -83,7 +84,11 @@ impl App {
     /// Serves until `shutdown` resolves, then tells every client the server is going away.
     pub async fn run(&self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
         self.device.ready();
+        service::ready(&self.device);
+        service::follow_status(self.device.clone());
+        service::start_watchdog(self.device.clone());
         http::serve(listener, self.router.clone(), shutdown).await;
+        service::stopping();
         for engine in self.router.engines() {
             engine.close_all(CloseReason::ServerShuttingDown);
         }

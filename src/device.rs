@@ -103,6 +103,10 @@ impl Device {
         &self.led
     }
 
+    pub fn jobs_running(&self) -> usize {
+        self.jobs.busy()
+    }
+
     /// Blinks the identify pattern so a technician can find the box.
     pub fn identify(&self) {
         self.led.identify(IDENTIFY_FOR);

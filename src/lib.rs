@@ -18,5 +18,6 @@ pub mod led;
 pub mod logging;
 pub mod media;
 pub mod metrics;
+pub mod service;
 pub mod socketio;
 pub mod store;

@@ -200,3 +200,42 @@ async fn process_command_reports_a_file_as_json() {
         String::from_utf8_lossy(&failed.stderr)
     );
 }
+
+/// The `Type=notify` protocol as systemd speaks it: a datagram socket in `NOTIFY_SOCKET`.
+#[tokio::test]
+async fn systemd_hears_ready_status_watchdog_and_stopping() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify.sock");
+    let systemd = tokio::net::UnixDatagram::bind(&socket_path).unwrap();
+    let data = dir.path().join("data");
+    let socket_env = socket_path.display().to_string();
+    // A 300 ms watchdog: the service must pet it every 150 ms.
+    let tally =
+        common::process::Tally::start(&data, &[("NOTIFY_SOCKET", &socket_env), ("WATCHDOG_USEC", "300000")]).await;
+    let mut heard: Vec<String> = Vec::new();
+    let mut buffer = vec![0u8; 4096];
+    let mut receive = async |heard: &mut Vec<String>| {
+        let len = tokio::time::timeout(Duration::from_secs(5), systemd.recv(&mut buffer))
+            .await
+            .expect("a notification within 5 s")
+            .unwrap();
+        heard.push(String::from_utf8_lossy(&buffer[..len]).trim_end().to_owned());
+    };
+    let pets = |heard: &Vec<String>| heard.iter().filter(|m| *m == "WATCHDOG=1").count();
+    while pets(&heard) < 3 && heard.len() < 50 {
+        receive(&mut heard).await;
+    }
+    assert_eq!(pets(&heard), 3, "{heard:?}");
+    let ready = heard.iter().position(|m| m.starts_with("READY=1\nSTATUS=")).expect("READY=1 with a status");
+    assert!(heard[ready].ends_with("0 videos in work"), "{heard:?}");
+    assert!(
+        ready < heard.iter().position(|m| m == "WATCHDOG=1").unwrap(),
+        "ready before the first watchdog: {heard:?}"
+    );
+    let killed = Command::new("kill").args(["-TERM", &tally.pid().to_string()]).status().await.unwrap();
+    assert!(killed.success());
+    while !heard.iter().any(|m| m.starts_with("STOPPING=1")) && heard.len() < 100 {
+        receive(&mut heard).await;
+    }
+    assert!(heard.iter().any(|m| m == "STOPPING=1\nSTATUS=stopping"), "{heard:?}");
+}

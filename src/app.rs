@@ -9,6 +9,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 
 use crate::auth::TokenKeys;
+use crate::auth::setup::SetupCode;
 use crate::config::Config;
 use crate::device::Device;
 use crate::engineio::CloseReason;
@@ -60,6 +61,7 @@ impl App {
         device.start_monitor(move |status| {
             events::announce_device(&admins, serde_json::to_value(status).unwrap_or_default());
         });
+        let setup_code = first_admin_setup(&config.data_dir, &store)?;
         let api = Arc::new(Api::new(
             store.clone(),
             keys.clone(),
@@ -67,6 +69,7 @@ impl App {
             jobs.clone(),
             device.clone(),
             metrics.clone(),
+            setup_code,
             config.api(),
         ));
         let ops = Arc::new(Ops { device: device.clone(), metrics, store: store.clone() });
@@ -107,4 +110,17 @@ fn start_led(config: &LedConfig) -> Led {
     });
     tracing::info!(led = backend.describe(), "status LED");
     Led::start(backend)
+}
+
+/// A box without accounts waits for its first admin: the setup code (made on the image's
+/// first boot, or now) is what the first visitor of the web page must enter.
+fn first_admin_setup(data_dir: &std::path::Path, store: &Store) -> anyhow::Result<SetupCode> {
+    let setup = SetupCode::new(data_dir);
+    if store.has_users() {
+        setup.consume().with_context(|| format!("removing {}", setup.path().display()))?;
+    } else {
+        let code = setup.ensure().with_context(|| format!("writing {}", setup.path().display()))?;
+        tracing::warn!(code, file = %setup.path().display(), "no admin yet: open the web page and enter this setup code to create one");
+    }
+    Ok(setup)
 }

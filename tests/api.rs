@@ -665,3 +665,37 @@ async fn eventually_async(what: &str, check: impl Fn() -> bool) {
     }
     panic!("never happened: {what}");
 }
+
+#[tokio::test]
+async fn a_new_box_makes_its_first_admin_with_the_setup_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let tally = Tally::start(dir.path(), &[]).await;
+    let code_file = dir.path().join("setup-code");
+    let code = std::fs::read_to_string(&code_file).expect("a box without accounts has a setup code").trim().to_owned();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&code_file).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(get(tally.addr, "/api/setup").await.json(), json!({"needed": true}));
+    let setup = |code: &str, password: &str| {
+        json!({"code": code, "organization": " Acme ", "email": "boss@acme.test", "password": password}).to_string()
+    };
+    let post_setup = async |body: String| {
+        request(tally.addr, Method::POST, "/api/setup", body.as_bytes(), &[("content-type", "application/json")]).await
+    };
+    let wrong = post_setup(setup("AAAA-BBBB-CCCC", PASSWORD)).await;
+    assert_eq!((wrong.status, wrong.json()["error"]["code"].clone()), (403, json!("wrong_setup_code")));
+    assert_eq!(post_setup(setup(&code, "short")).await.status, 400, "the password policy applies");
+    assert_eq!(post_setup("{}".into()).await.status, 400);
+
+    let done = post_setup(setup(&code.to_lowercase().replace('-', ""), PASSWORD)).await;
+    assert_eq!(done.status, 201, "{}", done.body);
+    let session = done.json();
+    assert_eq!((session["user"]["role"].clone(), session["user"]["orgName"].clone()), (json!("admin"), json!("Acme")));
+    assert!(done.headers["set-cookie"].to_str().unwrap().starts_with("tally_refresh="), "logged in at once");
+    let token = session["accessToken"].as_str().unwrap();
+    assert_eq!(tally.call(Method::GET, "/api/users", token, None).await.json()["items"].as_array().unwrap().len(), 1);
+    assert!(!code_file.exists(), "the code is used up");
+    assert_eq!(get(tally.addr, "/api/setup").await.json(), json!({"needed": false}));
+    let again = post_setup(setup(&code, PASSWORD)).await;
+    assert_eq!((again.status, again.json()["error"]["code"].clone()), (409, json!("already_set_up")));
+    assert_eq!(tally.login("boss@acme.test", PASSWORD).await.status, 200);
+}

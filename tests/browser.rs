@@ -43,6 +43,9 @@ async fn the_page_in_chromium() {
         &strobe,
         Box::new(|i, data: &mut [u8]| fill(data, if i % 2 == 0 { [20, 20, 20] } else { [235, 235, 235] })),
     );
+    let fresh = tempfile::tempdir().unwrap();
+    let new_box = Tally::start(fresh.path(), &[]).await;
+    let setup_code = std::fs::read_to_string(fresh.path().join("setup-code")).unwrap().trim().to_owned();
     let notes = dir.path().join("notes.txt");
     std::fs::write(&notes, "not a video").unwrap();
     let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
@@ -57,6 +60,8 @@ async fn the_page_in_chromium() {
         "calm": calm,
         "strobe": strobe,
         "notes": notes,
+        "setupUrl": format!("http://{}/", new_box.addr),
+        "setupCode": setup_code,
         "shots": shots,
     });
     let output = tokio::process::Command::new("node")
@@ -83,6 +88,8 @@ async fn the_page_in_chromium() {
     assert!(report["refusal"].as_str().unwrap().contains("notes.txt"), "{report}");
     assert!(report["deviceVersion"].as_str().unwrap().contains(env!("CARGO_PKG_VERSION")), "{report}");
     assert!(report["editorSockets"].as_u64().is_some_and(|n| n >= 2), "reconnected after the token expired: {report}");
+    assert_eq!(report["setupWho"], "first@initech.test · Initech", "{report}");
+    assert_eq!(report["setupAdmin"], true, "the first account is an admin");
     assert_eq!(report["phoneFits"], serde_json::json!({"library": true, "player": true}), "{report}");
     assert!(report["sourceBeforeAcknowledging"].is_null(), "a flagged video has no source before the acknowledgement");
     assert!(report["strobeDuration"].as_f64().is_some_and(|d| d > 2.9), "{report}");
@@ -107,6 +114,7 @@ async fn the_page_in_chromium() {
         "device.png",
         "phone-library.png",
         "phone-player.png",
+        "setup.png",
     ] {
         assert!(shots.join(shot).exists(), "{shot}");
     }

@@ -40,8 +40,9 @@ function setSession(session) {
 }
 
 function show(view) {
-  const signedIn = view !== "login";
+  const signedIn = view !== "login" && view !== "setup";
   $("login-view").hidden = view !== "login";
+  $("setup-view").hidden = view !== "setup";
   $("library-view").hidden = view !== "library";
   $("users-view").hidden = view !== "users";
   $("device-view").hidden = view !== "device";
@@ -565,7 +566,28 @@ document.addEventListener("keydown", (event) => {
   if (event.key === "Escape" && !$("player-view").hidden) closePlayer();
 });
 
-(async () => {
-  if (await refresh()) await enter();
-  else show("login");
-})();
+$("setup-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const form = Object.fromEntries(new FormData(event.target));
+  const response = await fetch("/api/setup", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify(form),
+    credentials: "same-origin",
+  });
+  if (!response.ok) {
+    $("setup-error").textContent = await errorMessage(response);
+    return;
+  }
+  setSession(await response.json());
+  await enter();
+});
+
+/** A new box asks for its setup code; otherwise the login page. */
+async function start() {
+  if (await refresh()) return enter();
+  const setup = await fetch("/api/setup").then((r) => (r.ok ? r.json() : {})).catch(() => ({}));
+  show(setup.needed ? "setup" : "login");
+}
+
+start();

@@ -7,6 +7,7 @@
 
 pub mod limiter;
 pub mod password;
+pub mod setup;
 
 use std::fs::{self, OpenOptions};
 use std::io::{Read, Write};

@@ -67,6 +67,11 @@ impl Store {
         Ok(user)
     }
 
+    /// Whether any account exists (a box without one is waiting for its first admin).
+    pub fn has_users(&self) -> bool {
+        !self.users.is_empty()
+    }
+
     pub fn user(&self, id: &str) -> Result<Option<User>, StoreError> {
         self.users.get(id)?.map(|raw| decode(&raw)).transpose()
     }

@@ -205,6 +205,30 @@ try {
   await editor.press("#chat-text", "Enter");
   await peer.waitForSelector("#messages li:has-text('still here after the token expired')");
 
+  // A new box: the first visitor enters the setup code and becomes its first admin.
+  {
+    const context = await browser.newContext({ viewport: { width: 1100, height: 700 } });
+    const page = await context.newPage();
+    page.on("pageerror", (error) => problems.push(`setup: page error: ${error.message}`));
+    page.on("console", (message) => message.type() === "error" && !message.text().includes("401") && !message.text().includes("403") && problems.push(`setup: console: ${message.text()}`));
+    await page.goto(config.setupUrl);
+    await page.waitForSelector("#setup-view:not([hidden])");
+    await page.fill("#setup-form input[name=code]", "WRONG-CODE-0000");
+    await page.fill("#setup-form input[name=organization]", "Initech");
+    await page.fill("#setup-form input[name=email]", "first@initech.test");
+    await page.fill("#setup-form input[name=password]", config.password);
+    await page.click("#setup-form button[type=submit]");
+    await page.waitForSelector("#setup-error:text('setup code')");
+    await page.screenshot({ path: `${config.shots}/setup.png` });
+    await page.fill("#setup-form input[name=code]", config.setupCode.toLowerCase());
+    await page.click("#setup-form button[type=submit]");
+    await page.waitForSelector("#library-view:not([hidden])");
+    await page.waitForSelector("#connection.connected");
+    report.setupWho = await page.textContent("#who");
+    report.setupAdmin = await page.isVisible("#nav-users");
+    await context.close();
+  }
+
   // A reload keeps the session (refresh cookie) and the chat history.
   await peer.reload();
   await peer.waitForSelector("#library-view:not([hidden])");

@@ -108,7 +108,7 @@ impl Api {
         }))
     }
 
-    fn session_response(&self, user: &User, refresh: &str) -> Result<Response<Body>, ApiError> {
+    pub(super) fn session_response(&self, user: &User, refresh: &str) -> Result<Response<Body>, ApiError> {
         let access = self
             .keys
             .issue(&user.id, &user.org_id, user.role, self.config.access_ttl)

@@ -7,6 +7,7 @@
 mod auth;
 mod device;
 mod media;
+mod setup;
 mod upload;
 mod users;
 mod videos;
@@ -25,6 +26,7 @@ use serde::de::DeserializeOwned;
 use super::error::ApiError;
 use super::{Body, full};
 use crate::auth::limiter::LoginLimiter;
+use crate::auth::setup::SetupCode;
 use crate::auth::{Claims, Role, TokenKeys};
 use crate::device::Device;
 use crate::events::VideoNews;
@@ -57,6 +59,8 @@ pub struct Api {
     jobs: Arc<Jobs>,
     device: Arc<Device>,
     metrics: Arc<Metrics>,
+    setup_code: SetupCode,
+    setup_lock: tokio::sync::Mutex<()>,
     limiter: LoginLimiter,
     config: ApiConfig,
     routes: matchit::Router<Route>,
@@ -64,6 +68,7 @@ pub struct Api {
 
 #[derive(Debug, Clone, Copy)]
 enum Route {
+    Setup,
     Login,
     Refresh,
     Logout,
@@ -100,10 +105,12 @@ impl Api {
         jobs: Arc<Jobs>,
         device: Arc<Device>,
         metrics: Arc<Metrics>,
+        setup_code: SetupCode,
         config: ApiConfig,
     ) -> Api {
         let mut routes = matchit::Router::new();
         for (path, route) in [
+            ("/api/setup", Route::Setup),
             ("/api/auth/login", Route::Login),
             ("/api/auth/refresh", Route::Refresh),
             ("/api/auth/logout", Route::Logout),
@@ -122,7 +129,19 @@ impl Api {
             }
         }
         let limiter = LoginLimiter::new(config.login_attempts_per_minute, config.login_attempts_per_address_per_minute);
-        Api { store, keys, news, jobs, device, metrics, limiter, config, routes }
+        Api {
+            store,
+            keys,
+            news,
+            jobs,
+            device,
+            metrics,
+            setup_code,
+            setup_lock: tokio::sync::Mutex::new(()),
+            limiter,
+            config,
+            routes,
+        }
     }
 
     pub fn store(&self) -> &Store {
@@ -157,14 +176,15 @@ impl Api {
     ) -> Result<Response<Body>, ApiError> {
         let id = id.unwrap_or_default();
         match (route, method) {
+            (Route::Setup, &Method::GET) => self.setup_status(),
+            (Route::Setup, &Method::POST) => self.setup(request, remote).await,
             (Route::Login, &Method::POST) => self.login(request, remote).await,
             (Route::Refresh, &Method::POST) => self.refresh(request).await,
             (Route::Logout, &Method::POST) => self.logout(request).await,
             (Route::Stream, &Method::GET | &Method::HEAD) => self.stream(&id, request).await,
             (Route::Thumbnail, &Method::GET | &Method::HEAD) => self.thumbnail(&id, request).await,
-            (Route::Login | Route::Refresh | Route::Logout, _) | (Route::Stream | Route::Thumbnail, _) => {
-                Err(method_not_allowed())
-            }
+            (Route::Setup | Route::Login | Route::Refresh | Route::Logout, _)
+            | (Route::Stream | Route::Thumbnail, _) => Err(method_not_allowed()),
             (route, method) => {
                 let caller = self.caller(&request)?;
                 match (route, method) {

@@ -37,14 +37,8 @@ impl Api {
     ) -> Result<Response<Body>, ApiError> {
         caller.require(ADMINS)?;
         let new: CreateUser = read_json(request).await?;
-        let email = new.email.trim();
-        if email.len() > 254 || !email.contains('@') || email.chars().any(char::is_whitespace) {
-            return Err(ApiError::bad_request("a valid email address is required"));
-        }
-        let password_hash = tokio::task::spawn_blocking(move || password::hash(&new.password))
-            .await
-            .map_err(|error| ApiError::internal("hashing a password", error))?
-            .map_err(|error| ApiError::bad_request(error.to_string()))?;
+        let email = valid_email(&new.email)?;
+        let password_hash = hash_password(new.password).await?;
         let user =
             self.store.create_user(NewUser { org_id: &caller.user.org_id, email, role: new.role, password_hash })?;
         self.store.flush().await?;
@@ -87,4 +81,22 @@ impl Api {
         }
         Ok(())
     }
+}
+
+/// The trimmed address, if it looks like one.
+pub(super) fn valid_email(email: &str) -> Result<&str, ApiError> {
+    let email = email.trim();
+    if email.len() > 254 || !email.contains('@') || email.chars().any(char::is_whitespace) {
+        return Err(ApiError::bad_request("a valid email address is required"));
+    }
+    Ok(email)
+}
+
+/// Hashes off the async threads (argon2 takes tens of milliseconds on a Pi); a password the
+/// policy refuses is a bad request.
+pub(super) async fn hash_password(password: String) -> Result<String, ApiError> {
+    tokio::task::spawn_blocking(move || password::hash(&password))
+        .await
+        .map_err(|error| ApiError::internal("hashing a password", error))?
+        .map_err(|error| ApiError::bad_request(error.to_string()))
 }

@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::device::Device;
 use crate::engineio::CloseReason;
 use crate::events::{self, VideoNews};
-use crate::http::api::Api;
+use crate::http::api::{Api, ApiParts};
 use crate::http::ops::Ops;
 use crate::http::{self, Router};
 use crate::jobs::Jobs;
@@ -62,16 +62,16 @@ impl App {
             events::announce_device(&admins, serde_json::to_value(status).unwrap_or_default());
         });
         let setup_code = first_admin_setup(&config.data_dir, &store)?;
-        let api = Arc::new(Api::new(
-            store.clone(),
-            keys.clone(),
+        let parts = ApiParts {
+            store: store.clone(),
+            keys: keys.clone(),
             news,
-            jobs.clone(),
-            device.clone(),
-            metrics.clone(),
+            jobs: jobs.clone(),
+            device: device.clone(),
+            metrics: metrics.clone(),
             setup_code,
-            config.api(),
-        ));
+        };
+        let api = Arc::new(Api::new(parts, config.api()));
         let ops = Arc::new(Ops { device: device.clone(), metrics, store: store.clone() });
         http::ui::preload();
         let engine = io.engine(config.engine());

@@ -52,6 +52,17 @@ pub struct ApiConfig {
     pub login_attempts_per_address_per_minute: u32,
 }
 
+/// The parts of the service the API works with.
+pub struct ApiParts {
+    pub store: Store,
+    pub keys: Arc<TokenKeys>,
+    pub news: VideoNews,
+    pub jobs: Arc<Jobs>,
+    pub device: Arc<Device>,
+    pub metrics: Arc<Metrics>,
+    pub setup_code: SetupCode,
+}
+
 pub struct Api {
     store: Store,
     keys: Arc<TokenKeys>,
@@ -98,16 +109,8 @@ const EDITORS: &[Role] = &[Role::Admin, Role::Editor];
 const ADMINS: &[Role] = &[Role::Admin];
 
 impl Api {
-    pub fn new(
-        store: Store,
-        keys: Arc<TokenKeys>,
-        news: VideoNews,
-        jobs: Arc<Jobs>,
-        device: Arc<Device>,
-        metrics: Arc<Metrics>,
-        setup_code: SetupCode,
-        config: ApiConfig,
-    ) -> Api {
+    pub fn new(parts: ApiParts, config: ApiConfig) -> Api {
+        let ApiParts { store, keys, news, jobs, device, metrics, setup_code } = parts;
         let mut routes = matchit::Router::new();
         for (path, route) in [
             ("/api/setup", Route::Setup),

@@ -174,6 +174,23 @@ async fn a_job_cut_short_by_a_crash_completes_after_restart() {
 }
 
 #[tokio::test]
+async fn a_graceful_stop_mid_job_disconnects_clients_and_the_job_completes_after_restart() {
+    let (dir, mut tally) = acme_and_globex().await;
+    let editor = tally.token("editor@acme.test").await;
+    let bytes = clip(dir.path(), "long.mp4", 320, 40);
+    let mut ws = socket(&tally, &editor).await;
+    let id = tally.upload(&editor, Some("long"), "long.mp4", &bytes).await.json()["id"].as_str().unwrap().to_owned();
+    wait_for_analysis(&mut ws).await;
+    let status = tally.terminate().await;
+    assert!(status.success(), "a clean exit: {status}");
+    assert!(closed_by_server(&mut ws).await, "clients are told the server went away");
+    tally.restart().await;
+    let editor = tally.token("editor@acme.test").await;
+    let record = wait_for_status(&tally, &editor, &id, "processed").await;
+    assert_eq!(record["sensitivity"]["verdict"], "safe");
+}
+
+#[tokio::test]
 async fn deleting_a_video_stops_its_processing() {
     let (dir, tally) = acme_and_globex().await;
     let editor = tally.token("editor@acme.test").await;

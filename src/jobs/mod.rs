@@ -88,8 +88,8 @@ impl Jobs {
         Ok(jobs)
     }
 
-    /// Stops the workers. A job cut short stays `running` in the store and is queued again at
-    /// the next start, exactly as after a power cut.
+    /// Stops the workers and puts a job cut short back in the queue, so the next start takes
+    /// it up again (after a power cut the next start does the same).
     pub async fn stop(&self) {
         self.stopping.store(true, Ordering::Release);
         if let Ok(running) = self.running.lock() {
@@ -101,6 +101,11 @@ impl Jobs {
         let handles = self.workers.lock().map(|mut w| std::mem::take(&mut *w)).unwrap_or_default();
         for handle in handles {
             let _ = handle.await;
+        }
+        match self.store.requeue_interrupted_jobs() {
+            Ok(0) => {}
+            Ok(requeued) => tracing::info!(requeued, "jobs cut short by the shutdown go back to the queue"),
+            Err(error) => tracing::error!(%error, "requeueing the interrupted jobs failed; the next start will"),
         }
     }
 

@@ -99,6 +99,15 @@ impl Tally {
         }
     }
 
+    /// SIGTERM, as systemd stops the service; waits for the exit.
+    pub async fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let pid = child.id().expect("running").to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().await.unwrap();
+        assert!(sent.success());
+        tokio::time::timeout(Duration::from_secs(15), child.wait()).await.expect("exits after SIGTERM").unwrap()
+    }
+
     pub async fn restart(&mut self) {
         self.kill().await;
         self.spawn().await;

@@ -88,8 +88,8 @@ impl App {
     pub async fn run(&self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
         self.device.ready();
         service::ready(&self.device);
-        service::follow_status(self.device.clone());
-        service::start_watchdog(self.device.clone());
+        service::follow_status(&self.device);
+        service::start_watchdog(&self.device);
         http::serve(listener, self.router.clone(), shutdown).await;
         service::stopping();
         for engine in self.router.engines() {

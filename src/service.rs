@@ -28,10 +28,13 @@ pub fn stopping() {
 }
 
 /// Keeps systemd's STATUS= (shown by `systemctl status tally`) in step with the LED.
-pub fn follow_status(device: Arc<Device>) {
+pub fn follow_status(device: &Arc<Device>) {
     let mut shown = device.led().watch();
+    // Weak: this task must not keep the device (and through it the database) alive.
+    let device = Arc::downgrade(device);
     tokio::spawn(async move {
         while shown.changed().await.is_ok() {
+            let Some(device) = device.upgrade() else { return };
             notify(&[NotifyState::Status(&status_line(&device))]);
         }
     });
@@ -45,14 +48,16 @@ fn status_line(device: &Device) -> String {
 
 /// Pets systemd's watchdog at half its period while the box is healthy. A stalled runtime
 /// or a failed health check stops the petting and systemd restarts the service.
-pub fn start_watchdog(device: Arc<Device>) {
+pub fn start_watchdog(device: &Arc<Device>) {
     let Some(period) = sd_notify::watchdog_enabled() else { return };
     tracing::info!(?period, "systemd watchdog enabled");
+    let device = Arc::downgrade(device);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(period / 2);
         let mut was_healthy = true;
         loop {
             tick.tick().await;
+            let Some(device) = device.upgrade() else { return };
             let health = device.health();
             if health.ok() {
                 notify(&[NotifyState::Watchdog]);

@@ -303,9 +303,18 @@ async fn videos_are_listed_renamed_and_deleted_with_live_events() {
     let event = next_event(&mut watcher).await;
     assert_eq!(event, json!(["video:deleted", {"id": ids[0]}]));
 
-    // The other organization heard none of it.
+    // The other organization heard none of it (its admin follows the box's own state, which
+    // names no organization's videos).
     send_text(&mut outsider, r#"42["video:subscribe","nothing"]"#).await;
-    let silence = tokio::time::timeout(Duration::from_millis(300), next_text(&mut outsider)).await;
+    let silence = tokio::time::timeout(Duration::from_millis(300), async {
+        loop {
+            let text = next_text(&mut outsider).await;
+            if !text.starts_with(r#"42["device:status""#) {
+                return text;
+            }
+        }
+    })
+    .await;
     assert!(silence.is_err(), "globex received {silence:?}");
 }
 

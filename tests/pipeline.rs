@@ -157,14 +157,20 @@ async fn wait_for_analysis(ws: &mut Ws) {
     }
 }
 
-#[tokio::test]
-async fn a_job_cut_short_by_a_crash_completes_after_restart() {
-    let (dir, mut tally) = acme_and_globex().await;
+/// A 40 s clip uploaded and its analysis pass started; the editor's socket follows it.
+async fn long_job_under_way() -> (tempfile::TempDir, Tally, Ws, String) {
+    let (dir, tally) = acme_and_globex().await;
     let editor = tally.token("editor@acme.test").await;
     let bytes = clip(dir.path(), "long.mp4", 320, 40);
     let mut ws = socket(&tally, &editor).await;
     let id = tally.upload(&editor, Some("long"), "long.mp4", &bytes).await.json()["id"].as_str().unwrap().to_owned();
     wait_for_analysis(&mut ws).await;
+    (dir, tally, ws, id)
+}
+
+#[tokio::test]
+async fn a_job_cut_short_by_a_crash_completes_after_restart() {
+    let (_dir, mut tally, _ws, id) = long_job_under_way().await;
     tally.kill().await;
     tally.restart().await;
     let editor = tally.token("editor@acme.test").await;
@@ -175,12 +181,7 @@ async fn a_job_cut_short_by_a_crash_completes_after_restart() {
 
 #[tokio::test]
 async fn a_graceful_stop_mid_job_disconnects_clients_and_the_job_completes_after_restart() {
-    let (dir, mut tally) = acme_and_globex().await;
-    let editor = tally.token("editor@acme.test").await;
-    let bytes = clip(dir.path(), "long.mp4", 320, 40);
-    let mut ws = socket(&tally, &editor).await;
-    let id = tally.upload(&editor, Some("long"), "long.mp4", &bytes).await.json()["id"].as_str().unwrap().to_owned();
-    wait_for_analysis(&mut ws).await;
+    let (_dir, mut tally, mut ws, id) = long_job_under_way().await;
     let status = tally.terminate().await;
     assert!(status.success(), "a clean exit: {status}");
     assert!(closed_by_server(&mut ws).await, "clients are told the server went away");

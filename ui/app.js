@@ -142,16 +142,9 @@ function renderDevice(device) {
     ["Status LED", `${led.state}: ${led.pattern}${led.identifySecondsLeft ? ` (${led.identifySecondsLeft} s left)` : ""}`],
     ["LED hardware", led.backend],
   ];
-  $("device-details").replaceChildren(
-    ...rows.flatMap(([term, value]) => {
-      const dt = document.createElement("dt");
-      dt.textContent = term;
-      const dd = document.createElement("dd");
-      dd.textContent = value;
-      if (term === "Status LED") dd.id = "led-state";
-      return [dt, dd];
-    }),
-  );
+  showDetails($("device-details"), rows);
+  const ledRow = [...$("device-details").querySelectorAll("dt")].find((dt) => dt.textContent === "Status LED");
+  ledRow.nextElementSibling.id = "led-state";
   $("led-state").dataset.state = led.state;
 }
 
@@ -311,7 +304,12 @@ function renderDetails(video) {
     ["Decoder", m.decoder ?? "unknown"],
     ["Photosensitivity", s.verdict ? `${s.verdict}${s.warnings?.length ? ` (${s.warnings.join("; ")})` : ""}` : "not analysed"],
   ];
-  $("player-details").replaceChildren(
+  showDetails($("player-details"), rows);
+}
+
+/** Fills a description list with [term, value] rows. */
+function showDetails(list, rows) {
+  list.replaceChildren(
     ...rows.flatMap(([term, value]) => {
       const dt = document.createElement("dt");
       dt.textContent = term;

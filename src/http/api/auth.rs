@@ -35,13 +35,7 @@ impl Api {
         let login: Login = read_json(request).await?;
         if let Err(wait) = self.limiter.attempt(&login.email, remote.ip()) {
             tracing::warn!(address = %remote.ip(), "login attempts over the limit");
-            let mut error = ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too_many_attempts",
-                "too many login attempts; try again later",
-            );
-            error.retry_after = Some(wait.as_secs().max(1));
-            return Err(error);
+            return Err(too_many_attempts(wait));
         }
         let user = self.store.user_by_email(&login.email)?;
         let stored = user.as_ref().map(|u| u.password_hash.clone());
@@ -150,4 +144,12 @@ fn refresh_cookie(request: &Request<Incoming>) -> Option<String> {
         .filter_map(Result::ok)
         .find(|cookie| cookie.name() == REFRESH_COOKIE && !cookie.value().is_empty())
         .map(|cookie| cookie.value().to_owned())
+}
+
+/// 429 with the time until the limiter lets the next attempt through.
+pub(super) fn too_many_attempts(wait: std::time::Duration) -> ApiError {
+    let mut error =
+        ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_attempts", "too many attempts; try again later");
+    error.retry_after = Some(wait.as_secs().max(1));
+    error
 }

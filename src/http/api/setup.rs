@@ -8,6 +8,7 @@ use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use serde::Deserialize;
 
+use super::auth::too_many_attempts;
 use super::users::{hash_password, valid_email};
 use super::{Api, json_response, read_json};
 use crate::auth::Role;
@@ -35,10 +36,8 @@ impl Api {
     ) -> Result<Response<Body>, ApiError> {
         let setup: Setup = read_json(request).await?;
         if let Err(wait) = self.limiter.attempt("setup", remote.ip()) {
-            let mut error =
-                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_attempts", "too many attempts; try again later");
-            error.retry_after = Some(wait.as_secs().max(1));
-            return Err(error);
+            tracing::warn!(address = %remote.ip(), "setup attempts over the limit");
+            return Err(too_many_attempts(wait));
         }
         // One setup at a time: two visitors racing must not both become the first admin.
         let _one_at_a_time = self.setup_lock.lock().await;

@@ -182,6 +182,20 @@ fn a_kernel_led_gets_the_pattern_trigger() {
     assert!(led.play(&LedState::Ready.pattern()).unwrap());
     assert_eq!((read("trigger").as_str(), read("brightness").as_str()), ("none", "255"));
     assert!(SysfsLed::open_in(&dir.path().join("missing")).is_err());
+
+    // Without a writable pattern file (no pattern trigger, or not the service's to write)
+    // even blinks go to the timer trigger and the rest is stepped through the brightness.
+    std::fs::remove_file(dir.path().join("pattern")).unwrap();
+    std::fs::create_dir(dir.path().join("pattern")).unwrap();
+    for file in ["delay_on", "delay_off"] {
+        std::fs::write(dir.path().join(file), "").unwrap();
+    }
+    assert!(led.play(&LedState::Fault.pattern()).unwrap());
+    assert_eq!((read("trigger"), read("delay_on"), read("delay_off")), ("timer".into(), "125".into(), "125".into()));
+    assert!(!led.play(&LedState::Attention.pattern()).unwrap(), "the state machine steps this one");
+    assert_eq!(read("trigger"), "none");
+    led.set(false).unwrap();
+    assert_eq!(read("brightness"), "0");
 }
 
 #[test]

@@ -164,6 +164,14 @@ impl SysfsLed {
     }
 }
 
+impl SysfsLed {
+    fn kernel_timer(&self, on: Duration, off: Duration) -> io::Result<()> {
+        self.write("trigger", "timer")?;
+        self.write("delay_on", &on.as_millis().to_string())?;
+        self.write("delay_off", &off.as_millis().to_string())
+    }
+}
+
 impl Backend for SysfsLed {
     fn play(&mut self, pattern: &Pattern) -> io::Result<bool> {
         if let Some(on) = pattern.steady() {
@@ -172,15 +180,15 @@ impl Backend for SysfsLed {
             self.set(on)?;
             return Ok(true);
         }
+        // The pattern trigger's files appear only once it is chosen, and may not be writable
+        // by the service: each way down is tried, stepping the brightness last.
         if self.kernel_pattern(pattern).is_ok() {
             self.stepping = false;
             return Ok(true);
         }
         if let [(true, on), (false, off)] = pattern.steps
-            && self.write("trigger", "timer").is_ok()
+            && self.kernel_timer(*on, *off).is_ok()
         {
-            self.write("delay_on", &on.as_millis().to_string())?;
-            self.write("delay_off", &off.as_millis().to_string())?;
             self.stepping = false;
             return Ok(true);
         }

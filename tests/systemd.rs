@@ -101,3 +101,27 @@ fn the_sysusers_file_creates_the_user_in_the_device_groups() {
         assert!(line.ends_with(":tally"), "tally is a member of {group}: {line}");
     }
 }
+
+/// The fault unit's command, run as systemd would (`$$` unescaped) against a directory shaped
+/// like `/sys/class/leds`: the fault pattern's 4 blinks a second through the timer trigger.
+#[test]
+fn the_fault_unit_sets_the_fault_blink() {
+    let unit = std::fs::read_to_string(units().join("tally-fault.service")).unwrap();
+    let command = unit.lines().find_map(|l| l.strip_prefix("ExecStart=/bin/sh -c ")).expect("ExecStart");
+    let script = command.trim_matches('\'').replace("$$", "$");
+    let leds = tempfile::tempdir().unwrap();
+    std::fs::create_dir(leds.path().join("ACT")).unwrap();
+    let status =
+        Command::new("/bin/sh").args(["-c", &script]).env("LEDS", leds.path()).env("LED", "ACT").status().unwrap();
+    assert!(status.success());
+    let read = |file: &str| std::fs::read_to_string(leds.path().join("ACT").join(file)).unwrap();
+    assert_eq!(
+        (read("trigger"), read("delay_on"), read("delay_off")),
+        ("timer\n".into(), "125\n".into(), "125\n".into())
+    );
+    let fault = tally::led::LedState::Fault.pattern();
+    assert_eq!(
+        fault.steps,
+        [(true, std::time::Duration::from_millis(125)), (false, std::time::Duration::from_millis(125))]
+    );
+}

@@ -150,24 +150,7 @@ mod tests {
     use super::*;
 
     fn video(id: &str) -> Video {
-        Video {
-            id: id.into(),
-            org_id: "org".into(),
-            title: id.into(),
-            filename: "a.mp4".into(),
-            ext: "mp4".into(),
-            content_type: "video/mp4".into(),
-            size: 1,
-            status: VideoStatus::Queued,
-            uploaded_by: "u".into(),
-            created_at: 0,
-            updated_at: 0,
-            metadata: None,
-            sensitivity: None,
-            has_thumbnail: false,
-            progress: None,
-            error: None,
-        }
+        Video { id: id.into(), ..crate::store::videos::tests::video("org", id, VideoStatus::Queued) }
     }
 
     #[test]

@@ -112,10 +112,11 @@ impl Store {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn video(org: &str, title: &str, status: VideoStatus) -> Video {
+    /// A video record for store tests (the jobs tests use it too).
+    pub(in crate::store) fn video(org: &str, title: &str, status: VideoStatus) -> Video {
         Video {
             id: super::super::new_id(),
             org_id: org.into(),

@@ -1,0 +1,108 @@
+//! Tally's benchmark harness: runs every scenario against Tally and the software a user would
+//! otherwise pick (socketioxide, the Node socket.io server, ffmpeg, nginx, dd), interleaved
+//! and repeated, and reports medians with Tally / peer ratios. The load generator is ours:
+//! one process holds tens of thousands of Socket.IO sessions.
+//!
+//! Run it through `bench/run`, which builds everything first.
+
+mod http;
+mod polling;
+mod procstat;
+mod report;
+mod scenarios;
+mod server;
+mod sio;
+mod table;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+use scenarios::{footprint, media, realtime, streaming};
+use server::Paths;
+
+#[derive(Parser)]
+#[command(about = "Tally side by side with its peers; see bench/README.md")]
+struct Args {
+    /// Repetitions of each measurement (medians are reported).
+    #[arg(long, default_value_t = 3)]
+    repetitions: usize,
+    /// A tiny run of every scenario that checks the harness works (CI); figures mean nothing.
+    #[arg(long)]
+    smoke: bool,
+    /// Scenario groups to run (default: all).
+    #[arg(long, value_delimiter = ',', value_parser = ["realtime", "media", "streaming", "footprint"])]
+    only: Vec<String>,
+    /// Where the report goes; BENCHMARKS.md keeps whatever lies outside its generated part.
+    #[arg(long, default_value = "BENCHMARKS.md")]
+    out: PathBuf,
+    /// The command line to print in the report (bench/run passes its own).
+    #[arg(long, default_value = "bench/run")]
+    command: String,
+    /// The repository root.
+    #[arg(long, default_value = ".")]
+    root: PathBuf,
+    /// Clients in the idle and fan-out room.
+    #[arg(long, default_value_t = 10_000)]
+    room: usize,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    // The load generator holds a descriptor per client, and so does each server (which
+    // inherits the raised limit).
+    let limit = rlimit::increase_nofile_limit(u64::MAX)?;
+    anyhow::ensure!(limit >= args.room as u64 + 1024, "the open-file limit is {limit}; raise it (ulimit -n)");
+    let paths = Paths { root: std::fs::canonicalize(&args.root)? };
+    let wants = |group: &str| args.only.is_empty() || args.only.iter().any(|g| g == group);
+    let repetitions = if args.smoke { 1 } else { args.repetitions.max(1) };
+    let mut tables = Vec::new();
+
+    if wants("realtime") {
+        let settings = if args.smoke {
+            realtime::Settings {
+                room: 50,
+                fanout_rounds: 5,
+                echo_clients: 5,
+                echo_time: Duration::from_secs(1),
+                polling_clients: 10,
+                polling_time: Duration::from_secs(2),
+                repetitions,
+                port: 39100,
+            }
+        } else {
+            realtime::Settings {
+                room: args.room,
+                fanout_rounds: 100,
+                echo_clients: 100,
+                echo_time: Duration::from_secs(10),
+                polling_clients: 500,
+                polling_time: Duration::from_secs(20),
+                repetitions,
+                port: 39100,
+            }
+        };
+        let realtime::Tables { idle, fanout, echo, polling } = realtime::run(&paths, &settings).await?;
+        tables.extend([idle, fanout, echo, polling]);
+    }
+    if wants("media") {
+        let seconds = if args.smoke { 1 } else { 10 };
+        tables.extend(media::run(&paths, seconds, repetitions).await?);
+    }
+    if wants("streaming") {
+        let size = if args.smoke { 16 << 20 } else { 1 << 30 };
+        tables.extend(streaming::run(&paths, size, repetitions, 39200).await?);
+    }
+    if wants("footprint") {
+        let idle_window = if args.smoke { Duration::from_secs(2) } else { Duration::from_secs(60) };
+        tables.extend(footprint::run(&paths, idle_window, repetitions, 39300).await?);
+    }
+
+    let report = report::render(&tables, &args.command, repetitions, args.smoke);
+    println!("{report}");
+    report::write(&args.out, &report)?;
+    eprintln!("report written to {}", args.out.display());
+    Ok(())
+}

@@ -1,0 +1,6 @@
+//! The benchmark scenarios; each returns tables of samples for the report.
+
+pub mod footprint;
+pub mod media;
+pub mod realtime;
+pub mod streaming;

@@ -104,7 +104,11 @@ impl Server {
 
     /// Spawns `command` and waits until `probe` answers over HTTP.
     pub async fn spawn(name: &str, mut command: Command, port: u16, probe: &str) -> anyhow::Result<Server> {
-        command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::inherit()).kill_on_drop(true);
+        // A server left over from an earlier run would answer the probe in our place.
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+            bail!("port {port} is taken; is a server of an earlier run still up?");
+        }
+        command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::inherit()).process_group(0);
         let started = Instant::now();
         let mut child = command.spawn().with_context(|| format!("starting {name}"))?;
         let pid = child.id().context("the server exited at once")?;
@@ -140,7 +144,27 @@ impl Server {
         ProcStat::read_tree(self.pid).with_context(|| format!("measuring {}", self.name))
     }
 
+    /// Asks the server's process group to stop, and kills it after 5 s.
     pub async fn stop(mut self) {
-        let _ = self.child.kill().await;
+        self.signal(libc::SIGTERM);
+        if tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await.is_err() {
+            self.signal(libc::SIGKILL);
+            let _ = self.child.wait().await;
+        }
+    }
+
+    /// Signals the whole process group: killing only nginx's master would orphan its workers,
+    /// still listening on the port.
+    fn signal(&self, signal: libc::c_int) {
+        // SAFETY: killpg has no memory-safety preconditions; the group is our child's own.
+        unsafe { libc::killpg(self.pid as libc::pid_t, signal) };
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.signal(libc::SIGKILL);
+        }
     }
 }

@@ -7,6 +7,7 @@
 //! Door: [`Engine::new`] then [`Engine::handle`] for every HTTP request under the mount path.
 
 mod cors;
+mod outbox;
 pub mod packet;
 mod polling;
 pub mod session;
@@ -75,6 +76,31 @@ pub struct RequestInfo {
     pub headers: HeaderMap,
     pub query: String,
     pub remote: SocketAddr,
+}
+
+impl RequestInfo {
+    /// Keeps a copy of `headers` that owns its bytes. hyper's header values are slices of the
+    /// connection's 8 KiB read buffer; holding them for a session's life would hold that buffer
+    /// too, the largest part of an idle connection's memory.
+    pub fn new(headers: &HeaderMap, query: String, remote: SocketAddr) -> RequestInfo {
+        let mut values = Vec::with_capacity(headers.iter().map(|(_, v)| v.len()).sum());
+        for value in headers.values() {
+            values.extend_from_slice(value.as_bytes());
+        }
+        let values = Bytes::from(values);
+        let mut owned = HeaderMap::with_capacity(headers.len());
+        let mut at = 0;
+        for (name, value) in headers {
+            let end = at + value.len();
+            // The bytes were a valid header value a moment ago, so this cannot fail.
+            if let Ok(mut copy) = header::HeaderValue::from_maybe_shared(values.slice(at..end)) {
+                copy.set_sensitive(value.is_sensitive());
+                owned.append(name.clone(), copy);
+            }
+            at = end;
+        }
+        RequestInfo { headers: owned, query, remote }
+    }
 }
 
 /// Engine.IO's error responses: `400 {"code":N,"message":"..."}`.
@@ -178,7 +204,7 @@ impl Engine {
             if request.method() != Method::GET {
                 return ErrorCode::BadHandshakeMethod.response();
             }
-            let info = RequestInfo { headers: request.headers().clone(), query, remote };
+            let info = RequestInfo::new(request.headers(), query, remote);
             return match transport {
                 Transport::Polling => self.open_polling(info),
                 Transport::WebSocket if wants_upgrade => self.accept_websocket(&mut request, info, None),
@@ -363,4 +389,33 @@ pub fn random_id() -> String {
     let mut raw = [0u8; 15];
     rand::rng().fill_bytes(&mut raw);
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_info_keeps_every_header_in_its_own_bytes() {
+        // Values shaped as hyper gives them: slices of one larger read buffer.
+        let buffer = Bytes::from_static(b"x-multi: a\r\nx-multi: b\r\ncookie: secret=1\r\n");
+        let value = |text: &str| {
+            let at = buffer.windows(text.len()).position(|w| w == text.as_bytes()).unwrap();
+            header::HeaderValue::from_maybe_shared(buffer.slice(at..at + text.len())).unwrap()
+        };
+        let mut headers = HeaderMap::new();
+        headers.append("x-multi", value("a"));
+        headers.append("x-multi", value("b"));
+        let mut cookie = value("secret=1");
+        cookie.set_sensitive(true);
+        headers.append(header::COOKIE, cookie);
+        headers.append(header::HOST, header::HeaderValue::from_static("tally.local"));
+
+        let info = RequestInfo::new(&headers, "EIO=4".into(), SocketAddr::from(([127, 0, 0, 1], 9)));
+        assert_eq!(info.headers, headers);
+        let multi: Vec<_> = info.headers.get_all("x-multi").iter().collect();
+        assert_eq!(multi, ["a", "b"]);
+        assert!(info.headers[header::COOKIE].is_sensitive());
+        assert_eq!(info.headers[header::COOKIE], "secret=1");
+    }
 }

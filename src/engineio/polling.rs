@@ -11,7 +11,6 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode, header};
-use tokio::sync::mpsc;
 
 use super::packet::{Frame, Packet};
 use super::session::{CloseReason, Outbound, Session, Transport};
@@ -19,26 +18,25 @@ use super::{Engine, ErrorCode};
 
 /// Answers a long-polling GET with everything queued, waiting for the first packet if needed.
 pub(super) async fn poll(engine: &Engine, session: &Arc<Session>) -> Response<Full<Bytes>> {
-    let Ok(mut rx) = session.rx.try_lock() else {
+    let Some(mut reader) = session.outbox.try_reader() else {
         tracing::debug!(sid = %session.sid(), "overlapping polling GET");
         session.close(CloseReason::TransportError);
         return ErrorCode::BadRequest.response();
     };
-    let mut state = session.state.subscribe();
     let mut frames = Vec::new();
-    drain(&mut rx, &mut frames);
+    reader.drain(&mut frames, usize::MAX);
     let parked = {
-        let now = *state.borrow();
+        let now = session.state.get();
         frames.is_empty() && !now.closed && !now.upgrading && now.transport == Transport::Polling
     };
     if parked {
         tokio::select! {
-            item = rx.recv() => frames.extend(item),
-            _ = state.wait_for(|s| s.closed || s.upgrading || s.transport != Transport::Polling) => {}
+            _ = reader.recv_many(&mut frames, usize::MAX) => {}
+            _ = session.state.wait_for(|s| s.closed || s.upgrading || s.transport != Transport::Polling) => {}
         }
-        drain(&mut rx, &mut frames);
+        reader.drain(&mut frames, usize::MAX);
     }
-    drop(rx);
+    drop(reader);
     if session.is_closed() {
         // Whatever was queued (the close packet last) is delivered now; the session is done.
         engine.remove(session.sid());
@@ -54,12 +52,6 @@ pub(super) async fn poll(engine: &Engine, session: &Arc<Session>) -> Response<Fu
         .header(header::CONTENT_TYPE, "text/plain; charset=UTF-8")
         .body(Full::new(Bytes::from(payload)))
         .unwrap_or_default()
-}
-
-fn drain(rx: &mut mpsc::Receiver<Outbound>, into: &mut Vec<Outbound>) {
-    while let Ok(item) = rx.try_recv() {
-        into.push(item);
-    }
 }
 
 /// Reads a POST payload (at most `maxPayload` bytes) and hands its packets to the session.

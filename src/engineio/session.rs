@@ -9,8 +9,9 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::Notify;
 
+use super::outbox::{Full, Outbox};
 use super::packet::{Frame, Packet};
 use super::{Connection, Engine, RequestInfo};
 
@@ -113,12 +114,48 @@ pub(super) struct State {
     pub closed: bool,
 }
 
+/// The session's [`State`], and a way to wait for it to change. (tokio's `watch` would do, at
+/// a few hundred bytes per session for its eight notifiers.)
+pub(super) struct StateCell {
+    state: Mutex<State>,
+    changed: Notify,
+}
+
+impl StateCell {
+    fn new(state: State) -> StateCell {
+        StateCell { state: Mutex::new(state), changed: Notify::new() }
+    }
+
+    pub(super) fn get(&self) -> State {
+        *self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(super) fn modify(&self, change: impl FnOnce(&mut State)) {
+        change(&mut self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
+        self.changed.notify_waiters();
+    }
+
+    /// Resolves with the state once `condition` holds.
+    pub(super) async fn wait_for(&self, condition: impl Fn(&State) -> bool) -> State {
+        loop {
+            // Registered before looking, so a change between the look and the wait still wakes us.
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let now = self.get();
+            if condition(&now) {
+                return now;
+            }
+            changed.await;
+        }
+    }
+}
+
 pub struct Session {
     sid: Sid,
     request: Arc<RequestInfo>,
-    tx: mpsc::Sender<Outbound>,
-    pub(super) rx: tokio::sync::Mutex<mpsc::Receiver<Outbound>>,
-    pub(super) state: watch::Sender<State>,
+    pub(super) outbox: Outbox,
+    pub(super) state: StateCell,
     pong: Notify,
     closing: AtomicBool,
     /// A websocket has claimed the upgrade of this polling session.
@@ -143,14 +180,11 @@ impl Session {
         max_buffered: usize,
         engine: Weak<Engine>,
     ) -> Session {
-        let (tx, rx) = mpsc::channel(max_buffered.max(1));
-        let (state, _) = watch::channel(State { transport, upgrading: false, closed: false });
         Session {
             sid,
             request,
-            tx,
-            rx: tokio::sync::Mutex::new(rx),
-            state,
+            outbox: Outbox::new(max_buffered),
+            state: StateCell::new(State { transport, upgrading: false, closed: false }),
             pong: Notify::new(),
             closing: AtomicBool::new(false),
             upgrade_claimed: AtomicBool::new(false),
@@ -170,7 +204,7 @@ impl Session {
     }
 
     pub fn transport(&self) -> Transport {
-        self.state.borrow().transport
+        self.state.get().transport
     }
 
     pub fn is_closed(&self) -> bool {
@@ -191,10 +225,9 @@ impl Session {
         if self.is_closed() {
             return Err(SendError::Closed);
         }
-        match self.tx.try_send(item) {
+        match self.outbox.push(item) {
             Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(SendError::Closed),
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(Full) => {
                 // A client that does not read would make us hold its backlog forever: cut it
                 // loose. It reconnects and the layer above decides what it missed.
                 tracing::warn!(sid = %self.sid, "outgoing buffer full, closing the session");
@@ -213,9 +246,9 @@ impl Session {
         let tell_polling_client = transport == Transport::Polling && reason.tell_client();
         if tell_polling_client {
             // Queued before the state flips, so a parked GET drains it with the rest.
-            let _ = self.tx.try_send(Outbound::One(Frame::close()));
+            let _ = self.outbox.push(Outbound::One(Frame::close()));
         }
-        self.state.send_modify(|state| state.closed = true);
+        self.state.modify(|state| state.closed = true);
         tracing::debug!(sid = %self.sid, reason = reason.as_str(), transport = transport.as_str(), "engine session closed");
         let connection = self.connection.lock().map(|mut slot| slot.take()).unwrap_or(None);
         if let Some(connection) = connection {
@@ -232,8 +265,7 @@ impl Session {
 
     /// Resolves once the session is closed.
     pub async fn closed(&self) {
-        let mut state = self.state.subscribe();
-        let _ = state.wait_for(|s| s.closed).await;
+        self.state.wait_for(|s| s.closed).await;
     }
 
     pub(super) fn set_connection(&self, connection: Arc<dyn Connection>) {
@@ -273,15 +305,13 @@ impl Session {
     /// The first ping goes out one interval after the open packet, and pings pause while an
     /// upgrade is in flight (they would land in the transport being retired).
     pub(super) async fn heartbeat(self: Arc<Self>, interval: Duration, timeout: Duration) {
-        let mut state = self.state.subscribe();
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(interval) => {}
                 _ = self.closed() => return,
             }
-            match state.wait_for(|s| s.closed || !s.upgrading).await {
-                Ok(s) if !s.closed => {}
-                _ => return,
+            if self.state.wait_for(|s| s.closed || !s.upgrading).await.closed {
+                return;
             }
             // Registered before the ping goes out, so only a pong that answers it counts;
             // early or extra pongs wake nobody and are harmless.

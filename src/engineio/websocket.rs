@@ -22,10 +22,10 @@ use super::session::{CloseReason, Session, Transport};
 
 type Ws = WebSocketStream<TokioIo<Upgraded>>;
 
-/// Read buffer per websocket. tungstenite allocates it eagerly (128 KiB by default), which
-/// would make every idle client cost over a hundred kilobytes; most client messages are small
-/// and larger ones still arrive, in more reads.
-const READ_BUFFER: usize = 4 * 1024;
+/// Read buffer per websocket. tungstenite allocates and zero-fills it eagerly (128 KiB by
+/// default), so it is most of what an idle client costs. Clients send small packets (events,
+/// acks, pongs); a larger message still arrives whole, in more reads.
+const READ_BUFFER: usize = 1024;
 /// Most queued frames written before one flush.
 const WRITE_BATCH: usize = 64;
 /// How long a closing websocket may take to flush its last frames.
@@ -44,12 +44,12 @@ pub(super) async fn run_upgrade(engine: Arc<Engine>, mut ws: Ws, session: Arc<Se
     let deadline = Instant::now() + engine.config.upgrade_timeout;
     let upgraded = probe(&mut ws, &session, deadline).await;
     if !upgraded {
-        session.state.send_modify(|s| s.upgrading = false);
+        session.state.modify(|s| s.upgrading = false);
         session.upgrade_claimed.store(false, Ordering::Release);
         let _ = ws.close(None).await;
         return;
     }
-    session.state.send_modify(|s| {
+    session.state.modify(|s| {
         s.transport = Transport::WebSocket;
         s.upgrading = false;
     });
@@ -81,7 +81,7 @@ async fn probe(ws: &mut Ws, session: &Session, deadline: Instant) -> bool {
                 }
                 probed = true;
                 // From here every polling GET is answered at once so the client can pause.
-                session.state.send_modify(|s| s.upgrading = true);
+                session.state.modify(|s| s.upgrading = true);
             }
             (Ok(Packet::Upgrade), true) => return !session.is_closed(),
             _ => return false,
@@ -93,21 +93,19 @@ async fn probe(ws: &mut Ws, session: &Session, deadline: Instant) -> bool {
 pub(super) async fn serve(session: &Arc<Session>, ws: Ws) {
     let (mut sink, mut stream) = ws.split();
     // Waits for a parked polling GET to hand back the queue (it is woken by the upgrade).
-    let mut rx = session.rx.lock().await;
+    let mut reader = session.outbox.reader().await;
     let writer = async {
         // Grows on first use: an idle connection should not hold room for a full batch.
         let mut batch = Vec::new();
         loop {
             let closing = tokio::select! {
                 biased;
-                received = rx.recv_many(&mut batch, WRITE_BATCH) => received == 0,
+                received = reader.recv_many(&mut batch, WRITE_BATCH) => received == 0,
                 _ = session.closed() => true,
             };
             if closing {
                 // Whatever the layer above queued before closing still goes out.
-                while let Ok(item) = rx.try_recv() {
-                    batch.push(item);
-                }
+                reader.drain(&mut batch, usize::MAX);
             }
             for item in batch.drain(..) {
                 for frame in item.frames() {

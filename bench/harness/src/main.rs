@@ -20,7 +20,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use scenarios::{footprint, media, realtime, streaming};
-use server::Paths;
+use server::{Paths, Peer};
 
 #[derive(Parser)]
 #[command(about = "Tally side by side with its peers; see bench/README.md")]
@@ -46,6 +46,13 @@ struct Args {
     /// Clients in the idle and fan-out room.
     #[arg(long, default_value_t = 10_000)]
     room: usize,
+    /// The real-time servers to run (default: all); comparing needs all of them.
+    #[arg(long, value_delimiter = ',', value_parser = Peer::parse)]
+    peers: Vec<Peer>,
+    /// Instead of benchmarking, hold `--room` websocket clients on a server already listening on
+    /// this port until interrupted: load for a profiler attached to that server.
+    #[arg(long)]
+    hold: Option<u16>,
 }
 
 #[tokio::main]
@@ -55,10 +62,14 @@ async fn main() -> anyhow::Result<()> {
     // inherits the raised limit).
     let limit = rlimit::increase_nofile_limit(u64::MAX)?;
     anyhow::ensure!(limit >= args.room as u64 + 1024, "the open-file limit is {limit}; raise it (ulimit -n)");
+    if let Some(port) = args.hold {
+        return realtime::hold(port, args.room).await;
+    }
     let paths = Paths { root: std::fs::canonicalize(&args.root)? };
     let wants = |group: &str| args.only.is_empty() || args.only.iter().any(|g| g == group);
     let repetitions = if args.smoke { 1 } else { args.repetitions.max(1) };
     let mut tables = Vec::new();
+    let peers = if args.peers.is_empty() { Peer::ALL.to_vec() } else { args.peers.clone() };
 
     if wants("realtime") {
         let settings = if args.smoke {
@@ -71,6 +82,7 @@ async fn main() -> anyhow::Result<()> {
                 polling_time: Duration::from_secs(2),
                 repetitions,
                 port: 39100,
+                peers: peers.clone(),
             }
         } else {
             realtime::Settings {
@@ -82,6 +94,7 @@ async fn main() -> anyhow::Result<()> {
                 polling_time: Duration::from_secs(20),
                 repetitions,
                 port: 39100,
+                peers: peers.clone(),
             }
         };
         let realtime::Tables { idle, fanout, echo, polling } = realtime::run(&paths, &settings).await?;

@@ -22,6 +22,15 @@ pub enum Peer {
 impl Peer {
     pub const ALL: [Peer; 3] = [Peer::Tally, Peer::Socketioxide, Peer::Node];
 
+    pub fn parse(name: &str) -> Result<Peer, String> {
+        match name {
+            "tally" => Ok(Peer::Tally),
+            "socketioxide" => Ok(Peer::Socketioxide),
+            "node" => Ok(Peer::Node),
+            _ => Err(format!("unknown server {name:?}: tally, socketioxide or node")),
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Peer::Tally => "Tally",

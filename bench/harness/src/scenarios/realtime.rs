@@ -24,6 +24,8 @@ pub struct Settings {
     pub polling_time: Duration,
     pub repetitions: usize,
     pub port: u16,
+    /// The servers to run (all but when profiling one).
+    pub peers: Vec<Peer>,
 }
 
 /// Connections opened at once; a crowd of browsers reconnecting after a restart.
@@ -74,7 +76,7 @@ pub async fn run(paths: &Paths, settings: &Settings) -> anyhow::Result<Tables> {
     polling.row("events delivered", "%", "100 %");
 
     for repetition in 0..settings.repetitions {
-        for peer in Peer::order(repetition) {
+        for peer in Peer::order(repetition).into_iter().filter(|p| settings.peers.contains(p)) {
             let name = peer.name();
             eprintln!("[realtime {}/{}] {name}: idle + fan-out", repetition + 1, settings.repetitions);
             let server = Server::peer(peer, paths, settings.port).await?;
@@ -156,6 +158,17 @@ async fn connect_room(
             }
         });
     }
+    Ok(())
+}
+
+/// Connects `count` clients to the server on `port` and keeps them until Ctrl-C.
+pub async fn hold(port: u16, count: usize) -> anyhow::Result<()> {
+    let deliveries = Arc::new(Deliveries::new(0));
+    let mut clients = JoinSet::new();
+    connect_room(port, count, &deliveries, &mut clients).await?;
+    eprintln!("holding {count} clients on port {port}; Ctrl-C ends");
+    tokio::signal::ctrl_c().await?;
+    clients.shutdown().await;
     Ok(())
 }
 

@@ -53,6 +53,9 @@ struct Args {
     /// this port until interrupted: load for a profiler attached to that server.
     #[arg(long)]
     hold: Option<u16>,
+    /// With --hold: also emit a fan-out to the room every this many milliseconds.
+    #[arg(long)]
+    emit_every_ms: Option<u64>,
 }
 
 #[tokio::main]
@@ -63,7 +66,7 @@ async fn main() -> anyhow::Result<()> {
     let limit = rlimit::increase_nofile_limit(u64::MAX)?;
     anyhow::ensure!(limit >= args.room as u64 + 1024, "the open-file limit is {limit}; raise it (ulimit -n)");
     if let Some(port) = args.hold {
-        return realtime::hold(port, args.room).await;
+        return realtime::hold(port, args.room, args.emit_every_ms.map(Duration::from_millis)).await;
     }
     let paths = Paths { root: std::fs::canonicalize(&args.root)? };
     let wants = |group: &str| args.only.is_empty() || args.only.iter().any(|g| g == group);

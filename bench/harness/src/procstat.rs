@@ -11,6 +11,9 @@ pub struct ProcStat {
     pub rss: u64,
     /// User plus system CPU time.
     pub cpu: Duration,
+    /// The kernel's part of `cpu` (on loopback it includes the receiving side's TCP work,
+    /// which the kernel does in the sender's context).
+    pub system: Duration,
     /// Voluntary and involuntary context switches of every thread.
     pub switches: u64,
 }
@@ -23,9 +26,10 @@ impl ProcStat {
         // Fields after the command name, which is in parentheses and may hold spaces.
         let after = stat.rsplit_once(')').map(|(_, rest)| rest).context("malformed /proc stat")?;
         let fields: Vec<&str> = after.split_whitespace().collect();
-        let ticks: u64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
-            + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
-        let cpu = Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64);
+        let field_ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        let seconds = |ticks: u64| Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64);
+        let cpu = seconds(field_ticks(11) + field_ticks(12));
+        let system = seconds(field_ticks(12));
         let mut switches = 0;
         for task in std::fs::read_dir(format!("/proc/{pid}/task"))?.flatten() {
             if let Ok(status) = std::fs::read_to_string(task.path().join("status")) {
@@ -33,7 +37,7 @@ impl ProcStat {
                     + field(&status, "nonvoluntary_ctxt_switches:").unwrap_or(0);
             }
         }
-        Ok(ProcStat { rss, cpu, switches })
+        Ok(ProcStat { rss, cpu, system, switches })
     }
 }
 
@@ -45,6 +49,7 @@ impl ProcStat {
             if let Ok(stat) = ProcStat::read(child) {
                 total.rss += stat.rss;
                 total.cpu += stat.cpu;
+                total.system += stat.system;
                 total.switches += stat.switches;
             }
         }

@@ -5,20 +5,15 @@
 use std::path::Path;
 use std::time::UNIX_EPOCH;
 
+use super::{Api, query_params, read_ahead};
+use crate::http::error::ApiError;
+use crate::http::{Body, full};
 use futures_util::TryStreamExt;
 use http_body_util::{BodyExt, StreamBody};
 use http_range_header::RangeUnsatisfiableError;
 use hyper::body::{Frame, Incoming};
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
-use tokio_util::io::ReaderStream;
-
-use super::{Api, query_params};
-use crate::http::error::ApiError;
-use crate::http::{Body, full};
-
-const READ_CHUNK: usize = 64 * 1024;
 
 /// What a `Range` header asks of a representation of a given length.
 #[derive(Debug, PartialEq, Eq)]
@@ -66,7 +61,7 @@ impl Api {
 }
 
 async fn serve_file(request: &Request<Incoming>, path: &Path, content_type: &str) -> Result<Response<Body>, ApiError> {
-    let mut file = match tokio::fs::File::open(path).await {
+    let file = match tokio::fs::File::open(path).await {
         Ok(file) => file,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
             return Err(ApiError::not_found("file"));
@@ -129,12 +124,7 @@ async fn serve_file(request: &Request<Incoming>, path: &Path, content_type: &str
     if request.method() == Method::HEAD {
         return Ok(respond(status, headers, full(bytes::Bytes::new())));
     }
-    if start > 0 {
-        file.seek(std::io::SeekFrom::Start(start))
-            .await
-            .map_err(|error| ApiError::internal("seeking a media file", error))?;
-    }
-    let stream = ReaderStream::with_capacity(file.take(length), READ_CHUNK).map_ok(Frame::data);
+    let stream = read_ahead::stream(file.into_std().await, start, length).map_ok(Frame::data);
     Ok(respond(status, headers, StreamBody::new(stream).boxed()))
 }
 

@@ -7,6 +7,7 @@
 mod auth;
 mod device;
 mod media;
+mod read_ahead;
 mod setup;
 mod upload;
 mod users;

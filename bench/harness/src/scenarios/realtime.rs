@@ -59,6 +59,7 @@ pub async fn run(paths: &Paths, settings: &Settings) -> anyhow::Result<Tables> {
     fanout.row("emit to last receipt, p50", "ms", "");
     fanout.row("emit to last receipt, p99", "ms", "≤ 0.5x socketioxide");
     fanout.row("server CPU per million deliveries", "s", "≤ 0.5x socketioxide");
+    fanout.row("of which in the kernel", "s", "");
     fanout.note = "A separate emitter client sends `fanout`; the server emits `tick` to the room. Latency runs from \
                    the emitter's send to the moment the last of the room's clients has the event, measured on one \
                    clock in the load generator (which shares the machine's cores with the server)."
@@ -67,6 +68,7 @@ pub async fn run(paths: &Paths, settings: &Settings) -> anyhow::Result<Tables> {
         Table::compare(&format!("Echo: {} clients, emit with ack in a closed loop", settings.echo_clients), &columns);
     echo.row("acks per second", "1/s", "≥ 1.0x socketioxide");
     echo.row("server CPU per 10k acks", "s", "≤ 0.8x socketioxide");
+    echo.row("of which in the kernel", "s", "");
     let mut polling = Table::compare(
         &format!("Polling: {} long-polling clients, one event per second each", settings.polling_clients),
         &columns,
@@ -80,7 +82,7 @@ pub async fn run(paths: &Paths, settings: &Settings) -> anyhow::Result<Tables> {
             let name = peer.name();
             eprintln!("[realtime {}/{}] {name}: idle + fan-out", repetition + 1, settings.repetitions);
             let server = Server::peer(peer, paths, settings.port).await?;
-            let (per_connection, accept_cpu, latencies, cpu_per_million) =
+            let (per_connection, accept_cpu, latencies, (cpu_per_million, kernel_per_million)) =
                 idle_and_fanout(&server, settings).await.with_context(|| format!("{name}: idle + fan-out"))?;
             server.stop().await;
             idle.add("server RSS per connection", name, per_connection / 1000.0);
@@ -88,13 +90,16 @@ pub async fn run(paths: &Paths, settings: &Settings) -> anyhow::Result<Tables> {
             fanout.add("emit to last receipt, p50", name, quantile(&latencies, 0.5));
             fanout.add("emit to last receipt, p99", name, quantile(&latencies, 0.99));
             fanout.add("server CPU per million deliveries", name, cpu_per_million);
+            fanout.add("of which in the kernel", name, kernel_per_million);
 
             eprintln!("[realtime {}/{}] {name}: echo", repetition + 1, settings.repetitions);
             let server = Server::peer(peer, paths, settings.port).await?;
-            let (rate, cpu_per_10k) = run_echo(&server, settings).await.with_context(|| format!("{name}: echo"))?;
+            let (rate, cpu_per_10k, kernel_per_10k) =
+                run_echo(&server, settings).await.with_context(|| format!("{name}: echo"))?;
             server.stop().await;
             echo.add("acks per second", name, rate);
             echo.add("server CPU per 10k acks", name, cpu_per_10k);
+            echo.add("of which in the kernel", name, kernel_per_10k);
 
             eprintln!("[realtime {}/{}] {name}: polling", repetition + 1, settings.repetitions);
             let server = Server::peer(peer, paths, settings.port).await?;
@@ -161,20 +166,33 @@ async fn connect_room(
     Ok(())
 }
 
-/// Connects `count` clients to the server on `port` and keeps them until Ctrl-C.
-pub async fn hold(port: u16, count: usize) -> anyhow::Result<()> {
+/// Connects `count` clients to the server on `port` and keeps them until Ctrl-C, emitting a
+/// fan-out to them every `emit_every` if given.
+pub async fn hold(port: u16, count: usize, emit_every: Option<Duration>) -> anyhow::Result<()> {
     let deliveries = Arc::new(Deliveries::new(0));
     let mut clients = JoinSet::new();
     connect_room(port, count, &deliveries, &mut clients).await?;
     eprintln!("holding {count} clients on port {port}; Ctrl-C ends");
+    if let Some(every) = emit_every {
+        let mut emitter = Client::connect(port, Some(EMITTER_AUTH)).await?;
+        clients.spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                if emitter.send(format!(r#"42["fanout",{{"seq":0,{FANOUT_BODY}}}]"#)).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
     tokio::signal::ctrl_c().await?;
     clients.shutdown().await;
     Ok(())
 }
 
 /// Returns RSS bytes per connection, CPU seconds to accept, fan-out latencies (ms) and CPU
-/// seconds per million deliveries.
-async fn idle_and_fanout(server: &Server, settings: &Settings) -> anyhow::Result<(f64, f64, Vec<f64>, f64)> {
+/// seconds (all, and the kernel's) per million deliveries.
+async fn idle_and_fanout(server: &Server, settings: &Settings) -> anyhow::Result<(f64, f64, Vec<f64>, (f64, f64))> {
     let deliveries = Arc::new(Deliveries::new(settings.fanout_rounds));
     let mut clients = JoinSet::new();
     let mut emitter = Client::connect(server.port, Some(EMITTER_AUTH)).await?;
@@ -187,7 +205,7 @@ async fn idle_and_fanout(server: &Server, settings: &Settings) -> anyhow::Result
     let accept_cpu = (after.cpu - before.cpu).as_secs_f64();
 
     let mut latencies = Vec::with_capacity(settings.fanout_rounds);
-    let cpu_before = server.stat()?.cpu;
+    let cpu_before = server.stat()?;
     for seq in 0..settings.fanout_rounds {
         let sent = deliveries.now();
         emitter.send(format!(r#"42["fanout",{{"seq":{seq},{FANOUT_BODY}}}]"#)).await?;
@@ -205,14 +223,16 @@ async fn idle_and_fanout(server: &Server, settings: &Settings) -> anyhow::Result
         let last = deliveries.last[seq].load(Ordering::Relaxed);
         latencies.push(last.saturating_sub(sent) as f64 / 1e6);
     }
-    let cpu = (server.stat()?.cpu - cpu_before).as_secs_f64();
-    let deliveries_made = (settings.fanout_rounds * settings.room) as f64;
+    let cpu_after = server.stat()?;
+    let per_million = (settings.fanout_rounds * settings.room) as f64 / 1e6;
+    let cpu = (cpu_after.cpu - cpu_before.cpu).as_secs_f64() / per_million;
+    let kernel = (cpu_after.system - cpu_before.system).as_secs_f64() / per_million;
     clients.shutdown().await;
-    Ok((per_connection, accept_cpu, latencies, cpu / deliveries_made * 1e6))
+    Ok((per_connection, accept_cpu, latencies, (cpu, kernel)))
 }
 
-/// Returns acks per second and server CPU seconds per 10k acks.
-async fn run_echo(server: &Server, settings: &Settings) -> anyhow::Result<(f64, f64)> {
+/// Returns acks per second and server CPU seconds (all, and the kernel's) per 10k acks.
+async fn run_echo(server: &Server, settings: &Settings) -> anyhow::Result<(f64, f64, f64)> {
     let acks = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let mut clients = JoinSet::new();
@@ -238,17 +258,19 @@ async fn run_echo(server: &Server, settings: &Settings) -> anyhow::Result<(f64, 
     }
     // Warm up (connection buffers, allocator), then measure.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let (acks_before, cpu_before, started) = (acks.load(Ordering::Relaxed), server.stat()?.cpu, Instant::now());
+    let (acks_before, cpu_before, started) = (acks.load(Ordering::Relaxed), server.stat()?, Instant::now());
     tokio::time::sleep(settings.echo_time).await;
-    let (acks_after, cpu_after, elapsed) = (acks.load(Ordering::Relaxed), server.stat()?.cpu, started.elapsed());
+    let (acks_after, cpu_after, elapsed) = (acks.load(Ordering::Relaxed), server.stat()?, started.elapsed());
     stop.store(true, Ordering::Relaxed);
     clients.shutdown().await;
     let answered = (acks_after - acks_before) as f64;
     if answered == 0.0 {
         bail!("no acks in {:?}", settings.echo_time);
     }
-    let cpu = (cpu_after - cpu_before).as_secs_f64();
-    Ok((answered / elapsed.as_secs_f64(), cpu / answered * 10_000.0))
+    let per_10k = answered / 10_000.0;
+    let cpu = (cpu_after.cpu - cpu_before.cpu).as_secs_f64() / per_10k;
+    let kernel = (cpu_after.system - cpu_before.system).as_secs_f64() / per_10k;
+    Ok((answered / elapsed.as_secs_f64(), cpu, kernel))
 }
 
 /// Returns server CPU (% of one core), server RSS (bytes) and the share of events delivered.

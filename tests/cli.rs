@@ -178,8 +178,10 @@ async fn process_command_reports_a_file_as_json() {
         alternating([16; 3], [235; 3], 1).as_ref(),
     );
     let out = dir.path().join("thumbs");
+    // Paths as a shell user types them: relative to where the command runs.
     let run = tally(dir.path())
-        .args(["process", clip.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .current_dir(dir.path())
+        .args(["process", "flash.mp4", "--out", "thumbs"])
         .output()
         .await
         .unwrap();

@@ -6,7 +6,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
-use common::fixtures::{Painter, Spec, alternating, fill, make_video};
+use common::fixtures::{Painter, Spec, alternating, fill, make_rotated_video, make_video};
 use tally::media::sensitivity::{FlashKind, Verdict};
 use tally::media::{Media, MediaConfig, MediaError, Processed, Stage};
 
@@ -123,9 +123,9 @@ fn metadata_and_thumbnails_of_a_real_video() {
     let [card, poster] = &processed.thumbnails;
     for (jpeg, width) in [(card, 320u32), (poster, 640)] {
         assert_eq!(&jpeg[..2], &[0xFF, 0xD8], "a JPEG");
-        let (w, h, mean) = decode_jpeg(jpeg);
-        assert_eq!((w, h), (width, width * 9 / 16));
-        assert!(mean > 60.0, "not the black opening: mean {mean}");
+        let picture = decode_jpeg(jpeg);
+        assert_eq!((picture.width, picture.height), (width, width * 9 / 16));
+        assert!(picture.mean > 60.0, "not the black opening: mean {}", picture.mean);
     }
     let order: Vec<Stage> = stages.iter().map(|(s, _)| *s).fold(Vec::new(), |mut v, s| {
         if v.last() != Some(&s) {
@@ -137,7 +137,16 @@ fn metadata_and_thumbnails_of_a_real_video() {
 }
 
 /// Width, height and mean sample value of a JPEG, decoded with GStreamer.
-fn decode_jpeg(jpeg: &[u8]) -> (u32, u32, f64) {
+/// What a decoded JPEG looks like, in gray levels 0..255.
+struct Picture {
+    width: u32,
+    height: u32,
+    mean: f64,
+    left_mean: f64,
+    right_mean: f64,
+}
+
+fn decode_jpeg(jpeg: &[u8]) -> Picture {
     use gstreamer as gst;
     use gstreamer::prelude::*;
     let file = tempfile::NamedTempFile::new().unwrap();
@@ -154,9 +163,55 @@ fn decode_jpeg(jpeg: &[u8]) -> (u32, u32, f64) {
     let sample = sink.try_pull_sample(gst::ClockTime::from_seconds(10)).expect("a decodable JPEG");
     let info = gstreamer_video::VideoInfo::from_caps(sample.caps().unwrap()).unwrap();
     let map = sample.buffer().unwrap().map_readable().unwrap();
-    let mean = map.iter().map(|&v| v as f64).sum::<f64>() / map.len() as f64;
+    let gray = map.as_slice();
+    let (width, height, stride) = (info.width() as usize, info.height() as usize, info.stride()[0] as usize);
+    let mean_of = |columns: std::ops::Range<usize>| {
+        let count = (columns.len() * height) as f64;
+        let sum: f64 = (0..height).flat_map(|y| columns.clone().map(move |x| gray[y * stride + x] as f64)).sum();
+        sum / count
+    };
+    let picture = Picture {
+        width: info.width(),
+        height: info.height(),
+        mean: mean_of(0..width),
+        left_mean: mean_of(0..width / 2),
+        right_mean: mean_of(width / 2..width),
+    };
     pipeline.set_state(gst::State::Null).unwrap();
-    (info.width(), info.height(), mean)
+    picture
+}
+
+#[test]
+fn a_phone_video_is_analysed_and_pictured_upright() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("portrait.mp4");
+    // Coded landscape with a bright top half; the tag turns it 90° clockwise for display, so
+    // upright the picture is portrait with its bright half on the right.
+    let paint: Box<Painter> = Box::new(|_, data: &mut [u8]| {
+        let (top, bottom) = data.split_at_mut(640 * 180 * 3);
+        fill(top, [230, 230, 230]);
+        fill(bottom, [20, 20, 20]);
+    });
+    let spec = Spec { width: 640, height: 360, fps: 30, frames: 60 };
+    make_rotated_video(&path, &spec, paint.as_ref());
+    let processed = process(&path).unwrap();
+    let m = &processed.metadata;
+    assert_eq!((m.width, m.height, m.rotation), (640, 360, 90));
+    assert_eq!(m.display_size(), (360, 640));
+    assert_eq!(processed.report.metrics.frames, 60, "{:?}", processed.report);
+    // The poster is never wider than the picture shown upright.
+    for (jpeg, width) in processed.thumbnails.iter().zip([320u32, 360]) {
+        let picture = decode_jpeg(jpeg);
+        assert_eq!(picture.width, width);
+        let expected = width * 16 / 9;
+        assert!(picture.height.abs_diff(expected) <= 2, "portrait: {}x{}", picture.width, picture.height);
+        assert!(
+            picture.right_mean > 180.0 && picture.left_mean < 60.0,
+            "upright: left {:.0}, right {:.0}",
+            picture.left_mean,
+            picture.right_mean
+        );
+    }
 }
 
 #[test]
@@ -245,7 +300,7 @@ fn the_thumbnail_is_the_frame_that_was_chosen_not_its_neighbour() {
     let path = video(dir.path(), "strobe.mp4", 30, 1, alternating(BLACK, WHITE, 1).as_ref());
     let processed = process(&path).unwrap();
     for jpeg in &processed.thumbnails {
-        let (_, _, mean) = decode_jpeg(jpeg);
+        let mean = decode_jpeg(jpeg).mean;
         assert!(mean > 150.0, "a black neighbour was encoded: mean {mean}");
     }
 }

@@ -52,7 +52,10 @@ pub fn probe(path: &Path, timeout: gst::ClockTime) -> Result<Metadata, MediaErro
     if std::fs::metadata(path).map(|m| m.len()).unwrap_or(0) == 0 {
         return Err(MediaError::NotVideo("the file is empty".into()));
     }
-    let uri = gst::glib::filename_to_uri(path, None).map_err(|e| MediaError::Internal(format!("file URI: {e}")))?;
+    // A file URI needs an absolute path (`tally process clip.mp4` gives a relative one).
+    let absolute = std::path::absolute(path).map_err(|e| MediaError::Internal(format!("file path: {e}")))?;
+    let uri =
+        gst::glib::filename_to_uri(&absolute, None).map_err(|e| MediaError::Internal(format!("file URI: {e}")))?;
     let discoverer = pbutils::Discoverer::new(timeout).map_err(|e| MediaError::Internal(format!("discoverer: {e}")))?;
     let info = discoverer.discover_uri(&uri).map_err(|e| MediaError::NotVideo(e.message().to_owned()))?;
     match info.result() {

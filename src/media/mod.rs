@@ -164,8 +164,12 @@ impl Media {
         progress(Stage::Metadata, 100);
         let duration = metadata.duration_ms;
         let hardware = self.config.hardware_decoders.clone();
-        let options =
-            pipeline::PassOptions { duration_ms: duration, strict: self.config.strict, watchdog: self.config.watchdog };
+        let options = pipeline::PassOptions {
+            duration_ms: duration,
+            rotation: metadata.rotation,
+            strict: self.config.strict,
+            watchdog: self.config.watchdog,
+        };
         let mut on_position = |at_ms: u64| {
             let percent = duration.filter(|d| *d > 0).map_or(50, |d| (at_ms.saturating_mul(100) / d).min(99)) as u8;
             progress(Stage::Sensitivity, percent);

@@ -58,6 +58,24 @@ pub fn make_video(path: &Path, spec: &Spec, paint: &Painter) {
     pipeline.set_state(gst::State::Null).unwrap();
 }
 
+/// Writes an H.264 MP4 whose track says "turn me 90° clockwise for display", as a phone held
+/// upright writes it. (GStreamer 1.22's muxer does not write the rotation tag, so the track
+/// header's transformation matrix is set afterwards, where players and demuxers read it.)
+pub fn make_rotated_video(path: &Path, spec: &Spec, paint: &Painter) {
+    make_video(path, spec, paint);
+    let mut mp4 = std::fs::read(path).unwrap();
+    let tkhd = mp4.windows(4).position(|w| w == b"tkhd").expect("a track header") - 4;
+    // Box header (8), version and flags (4), then times and ids: 20 bytes in version 0, 32 in
+    // version 1; then 8 reserved, layer, group, volume and 2 reserved before the matrix.
+    let times = if mp4[tkhd + 8] == 1 { 32 } else { 20 };
+    let matrix = tkhd + 12 + times + 16;
+    let rotate_90: [i32; 9] = [0, 0x10000, 0, -0x10000, 0, 0, 0, 0, 0x4000_0000];
+    for (i, value) in rotate_90.iter().enumerate() {
+        mp4[matrix + 4 * i..matrix + 4 * i + 4].copy_from_slice(&value.to_be_bytes());
+    }
+    std::fs::write(path, mp4).unwrap();
+}
+
 /// Fills the whole frame with one colour.
 pub fn fill(data: &mut [u8], rgb: [u8; 3]) {
     for px in data.chunks_exact_mut(3) {

@@ -23,8 +23,8 @@ pub async fn run(paths: &Paths, seconds: u32, repetitions: usize) -> anyhow::Res
         "`tally process` does what a job does: Discoverer metadata, one decode of every frame scaled to 160 px for \
          the flash analysis and the thumbnail choice, a seek and two JPEGs. One decode is `gst-launch-1.0 filesrc ! \
          decodebin ! fakesink`. The ffmpeg column runs `ffprobe`, an `ffmpeg` thumbnail and an `ffmpeg -f null` \
-         decode pass. Files: {seconds} s of `videotestsrc pattern=ball` at 30 fps through openh264enc at 6 Mbit/s; \
-         software decoding."
+         decode pass. Files: {seconds} s of `videotestsrc pattern=smpte horizontal-speed=6` (detail in motion, \
+         unlike a still test card) at 30 fps through openh264enc at 6 Mbit/s; software decoding."
     );
     let sizes = [("720p", 1280, 720), ("1080p", 1920, 1080)];
     for (label, width, height) in sizes {
@@ -100,7 +100,7 @@ fn children_cpu() -> Duration {
 async fn make_video(file: &Path, width: u32, height: u32, seconds: u32) -> anyhow::Result<()> {
     let caps = format!("video/x-raw,format=I420,width={width},height={height},framerate=30/1");
     let status = Command::new("gst-launch-1.0")
-        .args(["-q", "videotestsrc", "pattern=ball"])
+        .args(["-q", "videotestsrc", "pattern=smpte", "horizontal-speed=6"])
         .arg(format!("num-buffers={}", seconds * 30))
         .args(["!", &caps, "!", "openh264enc", "bitrate=6000000", "!", "h264parse", "!", "mp4mux", "!", "filesink"])
         .arg(format!("location={}", file.display()))

@@ -23,8 +23,11 @@ use crate::store::{Job, JobState, Progress, Store, StoreError, Video, VideoStatu
 
 /// At most this many progress events per second per video.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
-/// Idle workers look at the queue this often even if nobody wakes them (retry backoff ends).
-const IDLE_POLL: Duration = Duration::from_secs(1);
+/// An idle worker sleeps until the next retry is due or a job is submitted; this is only the
+/// longest it sleeps without looking (a safety net, not a poll: an idle box should not wake).
+const IDLE_WAIT: Duration = Duration::from_secs(60);
+/// After a failure to read the queue, the worker tries again this soon.
+const ERROR_WAIT: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone)]
 pub struct JobsConfig {
@@ -146,11 +149,13 @@ impl Jobs {
             match self.store.claim_job() {
                 Ok(Some(job)) => self.run(job).await,
                 Ok(None) => {
-                    let _ = tokio::time::timeout(IDLE_POLL, self.wake.notified()).await;
+                    let due = self.store.next_retry_at().ok().flatten();
+                    let wait = due.map_or(IDLE_WAIT, |due| Duration::from_millis(due.saturating_sub(now_ms())));
+                    let _ = tokio::time::timeout(wait.min(IDLE_WAIT), self.wake.notified()).await;
                 }
                 Err(error) => {
                     tracing::error!(%error, worker, "reading the job queue failed");
-                    tokio::time::sleep(IDLE_POLL).await;
+                    tokio::time::sleep(ERROR_WAIT).await;
                 }
             }
         }

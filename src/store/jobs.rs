@@ -78,8 +78,22 @@ impl Store {
         Ok(None)
     }
 
+    /// When the earliest queued job waiting out a retry backoff becomes claimable (ms since
+    /// the epoch), if any: an idle worker sleeps until then.
+    pub fn next_retry_at(&self) -> Result<Option<u64>, StoreError> {
+        let mut earliest: Option<u64> = None;
+        for entry in self.jobs.iter() {
+            let (_, raw) = entry?;
+            let job: Job = decode(&raw)?;
+            if job.state == JobState::Queued {
+                earliest = Some(earliest.map_or(job.not_before, |e| e.min(job.not_before)));
+            }
+        }
+        Ok(earliest)
+    }
+
     /// Saves the job and the video record in one step. A finished job is removed: its
-    /// outcome lives on the video, and idle workers scan the queue every second, so the tree
+    /// outcome lives on the video, and idle workers scan the queue when they wake, so the tree
     /// must hold only work still to do (and failures, for diagnosis).
     pub fn finish_job(&self, job: &Job, video: &Video) -> Result<(), StoreError> {
         let (video_raw, job_raw) = (encode(video)?, encode(job)?);
@@ -177,5 +191,20 @@ mod tests {
         // A job of a deleted video records nothing.
         store.delete_video("org", "cut").unwrap();
         assert!(matches!(store.finish_job(&cut, &video("cut")), Err(StoreError::NotFound)));
+    }
+
+    #[test]
+    fn a_job_waiting_out_its_backoff_says_when_it_is_due() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.next_retry_at().unwrap(), None, "an empty queue: sleep until woken");
+        store.insert_video_with_job(&video("retry")).unwrap();
+        let mut job = store.claim_job().unwrap().unwrap();
+        let due = now_ms() + 60_000;
+        job.state = JobState::Queued;
+        job.not_before = due;
+        store.finish_job(&job, &video("retry")).unwrap();
+        assert!(store.claim_job().unwrap().is_none(), "not before its time");
+        assert_eq!(store.next_retry_at().unwrap(), Some(due));
     }
 }

@@ -81,6 +81,37 @@ impl Client {
     }
 }
 
+/// A client that emits on request and meanwhile keeps reading, so the server's pings are
+/// answered: a scenario longer than a ping interval plus timeout must not lose its emitter.
+pub struct Emitter {
+    tx: tokio::sync::mpsc::Sender<String>,
+}
+
+impl Emitter {
+    pub async fn connect(port: u16, auth: Option<&str>) -> anyhow::Result<Emitter> {
+        let mut client = Client::connect(port, auth).await?;
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(16);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    text = rx.recv() => match text {
+                        Some(text) => client.send(text).await?,
+                        None => return anyhow::Ok(()),
+                    },
+                    incoming = client.next() => {
+                        incoming?;
+                    }
+                }
+            }
+        });
+        Ok(Emitter { tx })
+    }
+
+    pub async fn send(&self, text: String) -> anyhow::Result<()> {
+        self.tx.send(text).await.map_err(|_| anyhow::anyhow!("the emitter's connection ended"))
+    }
+}
+
 /// The `seq` field of an event's first argument (`["tick",{"seq":7,...}]`), found without
 /// parsing the JSON: the clients must stay cheaper than the servers they measure.
 pub fn seq(event: &str) -> Option<usize> {

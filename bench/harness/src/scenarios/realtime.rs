@@ -11,7 +11,7 @@ use tokio::task::JoinSet;
 
 use crate::polling::PollingClient;
 use crate::server::{Paths, Peer, Server};
-use crate::sio::{self, Client, Incoming};
+use crate::sio::{self, Client, Emitter, Incoming};
 use crate::table::{Table, quantile};
 
 pub struct Settings {
@@ -174,7 +174,7 @@ pub async fn hold(port: u16, count: usize, emit_every: Option<Duration>) -> anyh
     connect_room(port, count, &deliveries, &mut clients).await?;
     eprintln!("holding {count} clients on port {port}; Ctrl-C ends");
     if let Some(every) = emit_every {
-        let mut emitter = Client::connect(port, Some(EMITTER_AUTH)).await?;
+        let emitter = Emitter::connect(port, Some(EMITTER_AUTH)).await?;
         clients.spawn(async move {
             let mut tick = tokio::time::interval(every);
             loop {
@@ -195,7 +195,7 @@ pub async fn hold(port: u16, count: usize, emit_every: Option<Duration>) -> anyh
 async fn idle_and_fanout(server: &Server, settings: &Settings) -> anyhow::Result<(f64, f64, Vec<f64>, (f64, f64))> {
     let deliveries = Arc::new(Deliveries::new(settings.fanout_rounds));
     let mut clients = JoinSet::new();
-    let mut emitter = Client::connect(server.port, Some(EMITTER_AUTH)).await?;
+    let emitter = Emitter::connect(server.port, Some(EMITTER_AUTH)).await?;
     tokio::time::sleep(SETTLE).await;
     let before = server.stat()?;
     connect_room(server.port, settings.room, &deliveries, &mut clients).await?;
@@ -293,7 +293,7 @@ async fn run_polling(server: &Server, settings: &Settings) -> anyhow::Result<(f6
             anyhow::Ok(())
         });
     }
-    let mut emitter = Client::connect(server.port, Some(EMITTER_AUTH)).await?;
+    let emitter = Emitter::connect(server.port, Some(EMITTER_AUTH)).await?;
     tokio::time::sleep(SETTLE).await;
     let seconds = settings.polling_time.as_secs().max(1);
     let (before, started) = (server.stat()?, Instant::now());

@@ -50,6 +50,9 @@ pub enum DecoderMode {
     Hardware,
 }
 
+/// The JPEGs of a thumbnail being made on a thread of its own.
+type ThumbnailThread = std::thread::JoinHandle<Result<Vec<Vec<u8>>, MediaError>>;
+
 #[derive(Debug, Clone)]
 pub struct MediaConfig {
     /// Promote sustained 2–3 flashes per second to `flagged`.
@@ -174,13 +177,25 @@ impl Media {
             let percent = duration.filter(|d| *d > 0).map_or(50, |d| (at_ms.saturating_mul(100) / d).min(99)) as u8;
             progress(Stage::Sensitivity, percent);
         };
-        let pass = match pipeline::analyze(path, &options, cancel, &mut on_position) {
+        // The thumbnail is made on its own thread as soon as the pass has chosen its frame,
+        // while the pass goes on: its decode overlaps the analysis instead of following it.
+        let (display_width, _) = metadata.display_size();
+        let widths = [CARD_WIDTH.min(display_width), POSTER_WIDTH.min(display_width)];
+        let watchdog = self.config.watchdog;
+        let mut early: Option<(u64, ThumbnailThread)> = None;
+        let mut on_chosen = |at: u64| {
+            if early.is_none() {
+                let path = path.to_owned();
+                early = Some((at, std::thread::spawn(move || pipeline::snapshot(&path, at, &widths, watchdog))));
+            }
+        };
+        let pass = match pipeline::analyze(path, &options, cancel, &mut on_position, &mut on_chosen) {
             Err(MediaError::Decode(_) | MediaError::Stalled(_))
                 if self.config.decoder == DecoderMode::Auto && hardware_present(&hardware) =>
             {
                 tracing::warn!(path = %path.display(), "hardware decoding failed; using software decoders from now on");
                 demote(&hardware);
-                pipeline::analyze(path, &options, cancel, &mut on_position)
+                pipeline::analyze(path, &options, cancel, &mut on_position, &mut |_| {})
             }
             other => other,
         }
@@ -188,10 +203,19 @@ impl Media {
         progress(Stage::Sensitivity, 100);
         metadata.decoder = pass.decoder;
         progress(Stage::Thumbnail, 0);
-        let (display_width, _) = metadata.display_size();
-        let widths = [CARD_WIDTH.min(display_width), POSTER_WIDTH.min(display_width)];
-        let jpegs = pipeline::snapshot(path, pass.thumbnail_at, &widths, self.config.watchdog)
-            .map_err(|e| (Stage::Thumbnail, e))?;
+        // The early thumbnail counts if it is of the frame the pass ended up with and it worked;
+        // otherwise (the fallback frame, a failure) it is made now, and its error is the one told.
+        let made_early = early
+            .take()
+            .filter(|(at, _)| *at == pass.thumbnail_at)
+            .and_then(|(_, thread)| thread.join().ok())
+            .and_then(Result::ok);
+        let jpegs = match made_early {
+            Some(jpegs) => jpegs,
+            None => {
+                pipeline::snapshot(path, pass.thumbnail_at, &widths, watchdog).map_err(|e| (Stage::Thumbnail, e))?
+            }
+        };
         progress(Stage::Thumbnail, 100);
         let [card, poster]: [Vec<u8>; 2] =
             jpegs.try_into().map_err(|_| (Stage::Thumbnail, MediaError::Internal("missing thumbnail".into())))?;

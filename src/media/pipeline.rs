@@ -96,7 +96,8 @@ fn watch_decoder(pipeline: &gst::Pipeline) -> Arc<Mutex<Option<String>>> {
 }
 
 /// One decode pass: the flash analysis and the thumbnail frame. `progress` gets the stream
-/// position in milliseconds.
+/// position in milliseconds; `chose` hears the thumbnail frame as soon as it is known (so the
+/// thumbnail can be made while the pass goes on), unless only the fallback at the end picks it.
 ///
 /// Frames are scaled down before they are turned upright, and only turned when the metadata
 /// says they must be: `videoflip` copies every frame it sees (even with nothing to turn), which
@@ -108,6 +109,7 @@ pub fn analyze(
     options: &PassOptions,
     cancel: &AtomicBool,
     progress: &mut dyn FnMut(u64),
+    chose: &mut dyn FnMut(u64),
 ) -> Result<Pass, MediaError> {
     // The scaler sizes the frame as it is coded: a quarter turn makes its height the width.
     let (turn, side) = match options.rotation {
@@ -163,6 +165,7 @@ pub fn analyze(
         let usable = mean >= NEAR_BLACK && deviation >= FLAT;
         if chosen.is_none() && usable && at_ms >= target_ms {
             chosen = Some(pts);
+            chose(pts);
         }
         if fallback.is_none_or(|(best, _)| deviation + mean > best) {
             fallback = Some((deviation + mean, pts));

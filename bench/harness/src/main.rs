@@ -22,6 +22,12 @@ use clap::Parser;
 use scenarios::{footprint, media, realtime, streaming};
 use server::{Paths, Peer};
 
+// Below Linux's ephemeral range (32768 and up), so none of the load generator's own outgoing
+// connections can be holding a port a server is about to listen on.
+const REALTIME_PORT: u16 = 21100;
+const HTTP_PORT: u16 = 21200;
+const FOOTPRINT_PORT: u16 = 21300;
+
 #[derive(Parser)]
 #[command(about = "Tally side by side with its peers; see bench/README.md")]
 struct Args {
@@ -84,7 +90,7 @@ async fn main() -> anyhow::Result<()> {
                 polling_clients: 10,
                 polling_time: Duration::from_secs(2),
                 repetitions,
-                port: 39100,
+                port: REALTIME_PORT,
                 peers: peers.clone(),
             }
         } else {
@@ -96,7 +102,7 @@ async fn main() -> anyhow::Result<()> {
                 polling_clients: 500,
                 polling_time: Duration::from_secs(20),
                 repetitions,
-                port: 39100,
+                port: REALTIME_PORT,
                 peers: peers.clone(),
             }
         };
@@ -109,11 +115,11 @@ async fn main() -> anyhow::Result<()> {
     }
     if wants("streaming") {
         let size = if args.smoke { 16 << 20 } else { 1 << 30 };
-        tables.extend(streaming::run(&paths, size, repetitions, 39200).await?);
+        tables.extend(streaming::run(&paths, size, repetitions, HTTP_PORT).await?);
     }
     if wants("footprint") {
         let idle_window = if args.smoke { Duration::from_secs(2) } else { Duration::from_secs(60) };
-        tables.extend(footprint::run(&paths, idle_window, repetitions, 39300).await?);
+        tables.extend(footprint::run(&paths, idle_window, repetitions, FOOTPRINT_PORT).await?);
     }
 
     let report = report::render(&tables, &args.command, repetitions, args.smoke);

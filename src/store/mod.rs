@@ -87,9 +87,10 @@ impl Store {
     pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
         std::fs::create_dir_all(data_dir)?;
         let path = data_dir.join("db");
-        // Every acknowledged change is flushed before the acknowledgement, so sled's own
-        // flush every 500 ms would only add wakeups to an idle box.
-        let db = sled::Config::new().path(&path).flush_every_ms(None).open().map_err(|error| match error {
+        // sled's periodic flush stays on although every acknowledged change is flushed anyway:
+        // without its flusher thread, a dropped database lets go of its file lock only when
+        // sled's I/O pool is done with it, so a reopen in the same process can find it locked.
+        let db = sled::Config::new().path(&path).open().map_err(|error| match error {
             // sled wraps the failed flock in a custom error; its text is all there is to match.
             sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
                 StoreError::Locked { path: path.clone() }

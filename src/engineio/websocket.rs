@@ -100,7 +100,8 @@ pub(super) async fn serve(session: &Arc<Session>, ws: Ws) {
         loop {
             let closing = tokio::select! {
                 biased;
-                received = reader.recv_many(&mut batch, WRITE_BATCH) => received == 0,
+                // Never empty-handed: the outbox stays open as long as the session exists.
+                _ = reader.recv_many(&mut batch, WRITE_BATCH) => false,
                 _ = session.closed() => true,
             };
             if closing {

@@ -16,7 +16,7 @@ use crate::http::api::ApiConfig;
 use crate::jobs::JobsConfig;
 use crate::led::LedConfig;
 use crate::media::{DecoderMode, MediaConfig};
-use crate::socketio::SocketIoConfig;
+use crate::socketio::{RecoveryConfig, SocketIoConfig};
 
 /// Where the service looks for its config file when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/tally/config.toml";
@@ -140,6 +140,12 @@ pub struct RealtimeConfig {
     pub max_payload: usize,
     pub max_buffered_packets: usize,
     pub max_attachments: usize,
+    /// Connection state recovery on the app namespace: a client that drops and comes back
+    /// within `recovery_window_ms` gets its socket back and every event it missed.
+    pub recovery: bool,
+    pub recovery_window_ms: u64,
+    /// Recovered clients skip the token check (off: every reconnect shows a valid token).
+    pub recovery_skip_middleware: bool,
 }
 
 impl Default for RealtimeConfig {
@@ -155,6 +161,9 @@ impl Default for RealtimeConfig {
             max_payload: engine.max_payload,
             max_buffered_packets: engine.max_buffered_packets,
             max_attachments: socketio.max_attachments,
+            recovery: true,
+            recovery_window_ms: RecoveryConfig::default().max_disconnection.as_millis() as u64,
+            recovery_skip_middleware: false,
         }
     }
 }
@@ -210,6 +219,11 @@ impl Config {
             connect_timeout: Duration::from_millis(r.connect_timeout_ms),
             max_attachments: r.max_attachments,
             max_attachment_bytes: r.max_payload,
+            recovery: r.recovery.then(|| RecoveryConfig {
+                max_disconnection: Duration::from_millis(r.recovery_window_ms),
+                skip_middleware: r.recovery_skip_middleware,
+                ..RecoveryConfig::default()
+            }),
             ..SocketIoConfig::default()
         }
     }

@@ -8,6 +8,10 @@
 //! When the token expires the server closes the transport rather than the namespace: the
 //! client then reconnects by itself and its `auth` callback supplies a fresh token; a stale
 //! one is refused with "Invalid token" and the client stops.
+//!
+//! With connection state recovery on (the default), a client that drops and comes back
+//! within the window gets every event it missed; the token is checked again, and the socket
+//! is recovered only by the same user of the same organization with the same role.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -125,6 +129,14 @@ pub fn install(io: &SocketIo, keys: Arc<TokenKeys>, videos: Arc<dyn VideoDirecto
             Err(TokenError::Expired | TokenError::Invalid) => Err(ConnectError::new("Invalid token")),
         }
     });
+    // A reconnecting client recovers its socket (and its rooms) only as the same user of the
+    // same organization with the same role.
+    main.guard_recovery(|dropped, fresh| match (dropped.get::<Claims>(), fresh.get::<Claims>()) {
+        (Some(dropped), Some(fresh)) => {
+            dropped.sub == fresh.sub && dropped.org == fresh.org && dropped.role == fresh.role
+        }
+        _ => false,
+    });
     main.on_connect(|socket| {
         let Some(claims) = socket.extensions().get::<Claims>() else {
             socket.disconnect();
@@ -134,7 +146,7 @@ pub fn install(io: &SocketIo, keys: Arc<TokenKeys>, videos: Arc<dyn VideoDirecto
         if claims.role == Role::Admin {
             socket.join(DEVICE_ROOM);
         }
-        tracing::info!(socket = %socket.id(), user = claims.sub, org = claims.org, "user connected");
+        tracing::info!(socket = %socket.id(), user = claims.sub, org = claims.org, recovered = socket.recovered(), "user connected");
         close_when_expired(socket, claims.exp);
     });
     let subscribe_videos = videos.clone();

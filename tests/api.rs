@@ -323,8 +323,7 @@ async fn videos_are_listed_renamed_and_deleted_with_live_events() {
 async fn next_event(ws: &mut Ws) -> Value {
     loop {
         let text = next_text(ws).await;
-        let event: Value =
-            serde_json::from_str(text.strip_prefix("42").unwrap_or_else(|| panic!("not an event: {text}"))).unwrap();
+        let event: Value = serde_json::from_str(&without_offset(&text)[2..]).unwrap();
         if !matches!(event[0].as_str(), Some("video:progress" | "video:failed")) {
             return event;
         }

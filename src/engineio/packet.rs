@@ -112,6 +112,18 @@ impl Frame {
         Frame::Binary(data)
     }
 
+    /// Bytes of payload the frame holds.
+    pub fn len(&self) -> usize {
+        match self {
+            Frame::Text(text) => text.len(),
+            Frame::Binary(data) => data.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     pub fn is_close(&self) -> bool {
         matches!(self, Frame::Text(t) if t.as_str() == "1")
     }

@@ -12,10 +12,21 @@ use tokio::task::AbortHandle;
 
 use super::Encoded;
 use super::Shared;
-use super::namespace::ConnectError;
+use super::namespace::{ConnectError, Namespace};
 use super::packet::{Packet, PacketType, Payload, placeholders_are_valid};
-use super::socket::{AckSender, DisconnectReason, Handshake, Socket};
+use super::recovery::{Claim, Restored};
+use super::rooms::Room;
+use super::socket::{AckSender, DisconnectReason, Handshake, Identity, Socket};
 use crate::engineio::{CloseReason, Connection, Message, Session};
+
+/// How a CONNECT ended.
+enum Admit {
+    Connected(Arc<Socket>),
+    /// The connection closed meanwhile.
+    Closed,
+    /// The middleware was skipped for a recovery that fell through: run it, then admit anew.
+    Unchecked,
+}
 
 /// A binary packet waiting for its attachments.
 struct Partial {
@@ -189,7 +200,7 @@ impl Client {
         // A repeated CONNECT gets the same answer again: no second socket, no second
         // middleware run.
         if let Some(existing) = self.socket_for(&nsp) {
-            let _ = Encoded::connect_ack(&nsp, existing.id()).send_to(&self.session);
+            let _ = Encoded::connect_ack(&nsp, existing.id(), existing.pid().map(|p| &**p)).send_to(&self.session);
             return;
         }
         let handshake = Handshake {
@@ -197,16 +208,115 @@ impl Client {
             request: self.session.request().clone(),
             issued: SystemTime::now(),
         };
+        let claim = namespace.recovery().and_then(|_| Claim::from_auth(&handshake.auth));
+        let skip_middleware = match (namespace.recovery(), &claim) {
+            (Some(recovery), Some(claim)) => recovery.skip_middleware() && recovery.has(&claim.pid),
+            _ => false,
+        };
+        let checked = if skip_middleware {
+            None
+        } else {
+            let Some(extensions) = self.run_middleware(&namespace, &handshake) else { return };
+            Some(extensions)
+        };
+        if let Some(claim) = &claim {
+            self.take_over(&namespace, claim, checked.as_ref());
+        }
+        let admitted = match self.admit(&namespace, handshake.clone(), claim.as_ref(), checked) {
+            Admit::Unchecked => {
+                // The middleware was skipped for a recovery that then fell through (expired
+                // meanwhile, or the backlog moved on): this is a new client after all.
+                let Some(extensions) = self.run_middleware(&namespace, &handshake) else { return };
+                self.admit(&namespace, handshake, None, Some(extensions))
+            }
+            admitted => admitted,
+        };
+        let Admit::Connected(socket) = admitted else { return };
+        if let Some(timer) = self.connect_timer.lock().ok().and_then(|mut t| t.take()) {
+            timer.abort();
+        }
+        tracing::debug!(sid = %self.session.sid(), socket = %socket.id(), nsp, recovered = socket.recovered(), "socket connected");
+        namespace.run_connect(&socket);
+    }
+
+    /// A client that comes back while its old connection still looks alive (a long-poll
+    /// whose network vanished, a websocket not yet timed out) ends that connection, so its
+    /// socket is kept for the recovery that follows.
+    fn take_over(&self, namespace: &Namespace, claim: &Claim, checked: Option<&Extensions>) {
+        let Some(old) = namespace.recovery().and_then(|recovery| recovery.live(&claim.pid)) else { return };
+        if Arc::ptr_eq(old.session(), &self.session)
+            || checked.is_some_and(|fresh| !namespace.recovery_allowed(old.extensions(), fresh))
+        {
+            return;
+        }
+        tracing::debug!(old = %old.session().sid(), new = %self.session.sid(), socket = %old.id(), "client came back on a new connection");
+        old.session().close(CloseReason::TransportClose);
+    }
+
+    /// Runs the namespace's middleware; `None` when one refused (the client has been told).
+    fn run_middleware(&self, namespace: &Namespace, handshake: &Handshake) -> Option<Extensions> {
         let mut extensions = Extensions::new();
         for middleware in namespace.middleware() {
-            if let Err(error) = middleware(&handshake, &mut extensions) {
+            if let Err(error) = middleware(handshake, &mut extensions) {
+                let nsp = namespace.name();
                 tracing::debug!(sid = %self.session.sid(), nsp, message = error.message, "connect refused");
-                self.refuse(&nsp, &error);
-                return;
+                self.refuse(nsp, &error);
+                return None;
             }
         }
-        let socket =
-            Arc::new(Socket::new(namespace.clone(), self.session.clone(), self.me.clone(), handshake, extensions));
+        Some(extensions)
+    }
+
+    /// Creates the socket, taking over the dropped one `claim` names when it can be
+    /// recovered. `checked` holds what the middleware attached, `None` when it was skipped.
+    fn admit(
+        &self,
+        namespace: &Arc<Namespace>,
+        handshake: Handshake,
+        claim: Option<&Claim>,
+        checked: Option<Extensions>,
+    ) -> Admit {
+        let Some(recovery) = namespace.recovery() else {
+            let Some(extensions) = checked else { return Admit::Unchecked };
+            return self.place(namespace, Identity::fresh(false), handshake, extensions, Vec::new(), Vec::new());
+        };
+        recovery.restore(claim, |restored| {
+            let restored = restored.filter(|restored| {
+                checked.as_ref().is_none_or(|fresh| namespace.recovery_allowed(&restored.dropped.extensions, fresh))
+            });
+            match (restored, checked) {
+                (Some(Restored { dropped, missed }), checked) => {
+                    let identity = Identity { id: dropped.id, pid: Some(dropped.pid), recovered: true };
+                    let extensions = checked.unwrap_or(dropped.extensions);
+                    self.place(namespace, identity, handshake, extensions, dropped.rooms, missed)
+                }
+                (None, Some(extensions)) => {
+                    self.place(namespace, Identity::fresh(true), handshake, extensions, Vec::new(), Vec::new())
+                }
+                (None, None) => Admit::Unchecked,
+            }
+        })
+    }
+
+    /// Puts a new socket in the namespace and this client, in `rooms`, then sends the
+    /// CONNECT ack and the packets it `missed`.
+    fn place(
+        &self,
+        namespace: &Arc<Namespace>,
+        identity: Identity,
+        handshake: Handshake,
+        extensions: Extensions,
+        rooms: Vec<Room>,
+        missed: Vec<(u64, Encoded)>,
+    ) -> Admit {
+        let socket = Arc::new(Socket::new(
+            identity,
+            namespace.clone(),
+            self.session.clone(),
+            self.me.clone(),
+            handshake,
+            extensions,
+        ));
         // Into the namespace first, then the client's list: a close that races this CONNECT
         // either finds the socket in the list or leaves `None` behind, and we tear down.
         namespace.insert(&socket);
@@ -219,14 +329,16 @@ impl Client {
         };
         if !listed {
             socket.teardown(DisconnectReason::Transport(CloseReason::TransportClose));
-            return;
+            return Admit::Closed;
         }
-        let _ = Encoded::connect_ack(&nsp, socket.id()).send_to(&self.session);
-        if let Some(timer) = self.connect_timer.lock().ok().and_then(|mut t| t.take()) {
-            timer.abort();
+        for room in rooms {
+            socket.join(room);
         }
-        tracing::debug!(sid = %self.session.sid(), socket = %socket.id(), nsp, "socket connected");
-        namespace.run_connect(&socket);
+        let _ = Encoded::connect_ack(namespace.name(), socket.id(), socket.pid().map(|p| &**p)).send_to(&self.session);
+        for (seq, encoded) in &missed {
+            let _ = socket.send_numbered(*seq, encoded);
+        }
+        Admit::Connected(socket)
     }
 
     fn refuse(&self, nsp: &str, error: &ConnectError) {

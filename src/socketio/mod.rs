@@ -6,6 +6,7 @@
 mod client;
 mod namespace;
 pub mod packet;
+mod recovery;
 mod rooms;
 mod socket;
 
@@ -19,6 +20,7 @@ use serde_json::Value;
 use crate::engineio::{self, Engine, EngineConfig, Frame, SendError, Session};
 pub use namespace::{BroadcastOperator, ConnectError, Namespace};
 pub use packet::{Packet, PacketType, Payload};
+pub use recovery::RecoveryConfig;
 pub use rooms::Room;
 pub use socket::{AckError, AckSender, DisconnectReason, Handshake, Socket, SocketId};
 
@@ -33,6 +35,8 @@ pub struct SocketIoConfig {
     pub max_attachment_bytes: usize,
     /// How long a binary packet may wait for its attachments.
     pub binary_timeout: Duration,
+    /// Connection state recovery for every namespace; off unless set (the reference's default).
+    pub recovery: Option<RecoveryConfig>,
 }
 
 impl Default for SocketIoConfig {
@@ -42,6 +46,7 @@ impl Default for SocketIoConfig {
             max_attachments: 10,
             max_attachment_bytes: 1_000_000,
             binary_timeout: Duration::from_secs(10),
+            recovery: None,
         }
     }
 }
@@ -92,7 +97,8 @@ impl SocketIo {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
         };
-        namespaces.entry(name.to_owned()).or_insert_with(|| Arc::new(Namespace::new(name))).clone()
+        let recovery = self.shared.config.recovery.clone();
+        namespaces.entry(name.to_owned()).or_insert_with(|| Arc::new(Namespace::new(name, recovery))).clone()
     }
 
     pub fn namespace(&self, name: &str) -> Option<Arc<Namespace>> {
@@ -114,6 +120,7 @@ impl engineio::Handler for Handler {
 }
 
 /// A packet encoded once, ready to queue for any number of sessions.
+#[derive(Clone)]
 pub(crate) enum Encoded {
     One(Frame),
     Group(Arc<[Frame]>),
@@ -129,10 +136,12 @@ impl Encoded {
         Encoded::Group(frames.into())
     }
 
-    pub(crate) fn event(nsp: &str, event: &str, id: Option<u64>, payload: &Payload) -> Encoded {
-        let mut data = Vec::with_capacity(payload.args.len() + 1);
+    /// An event; `offset` is appended as the last argument when recovery numbers it.
+    pub(crate) fn event(nsp: &str, event: &str, id: Option<u64>, payload: &Payload, offset: Option<&str>) -> Encoded {
+        let mut data = Vec::with_capacity(payload.args.len() + 2);
         data.push(Value::String(event.to_owned()));
         data.extend(payload.args.iter().cloned());
+        data.extend(offset.map(|offset| Value::String(offset.to_owned())));
         Self::with_args(PacketType::Event, PacketType::BinaryEvent, nsp, id, data, &payload.attachments)
     }
 
@@ -161,15 +170,23 @@ impl Encoded {
         Self::packet(&packet, attachments)
     }
 
-    pub(crate) fn connect_ack(nsp: &str, sid: &str) -> Encoded {
-        let packet = Packet {
-            kind: PacketType::Connect,
-            nsp: nsp.to_owned(),
-            id: None,
-            data: Some(serde_json::json!({ "sid": sid })),
-            attachments: 0,
-        };
+    /// `{sid}`, plus the private id `pid` when the socket can be recovered.
+    pub(crate) fn connect_ack(nsp: &str, sid: &str, pid: Option<&str>) -> Encoded {
+        let mut data = serde_json::json!({ "sid": sid });
+        if let Some(pid) = pid {
+            data["pid"] = Value::String(pid.to_owned());
+        }
+        let packet =
+            Packet { kind: PacketType::Connect, nsp: nsp.to_owned(), id: None, data: Some(data), attachments: 0 };
         Self::packet(&packet, &[])
+    }
+
+    /// Bytes held, for the recovery backlog's cap.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Encoded::One(frame) => frame.len(),
+            Encoded::Group(frames) => frames.iter().map(Frame::len).sum(),
+        }
     }
 
     pub(crate) fn send_to(&self, session: &Session) -> Result<(), EmitError> {

@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use super::Encoded;
 use super::packet::Payload;
+use super::recovery::{Recovery, RecoveryConfig, Target};
 use super::rooms::{Room, Rooms};
 use super::socket::{AckSender, DisconnectReason, Handshake, Socket, SocketId};
 
@@ -45,12 +46,16 @@ pub type ConnectHandler = Arc<dyn Fn(&Arc<Socket>) + Send + Sync>;
 /// Handles one event; `ack` is present when the client asked for an acknowledgement.
 pub type EventHandler = Arc<dyn Fn(&Arc<Socket>, Payload, Option<AckSender>) + Send + Sync>;
 pub type DisconnectHandler = Arc<dyn Fn(&Arc<Socket>, DisconnectReason) + Send + Sync>;
+/// Decides whether a reconnecting client may take over a dropped socket: gets the socket's
+/// extensions and the ones the middleware just attached for the new connection.
+pub type RecoveryGuard = Arc<dyn Fn(&Extensions, &Extensions) -> bool + Send + Sync>;
 
 #[derive(Default)]
 struct Handlers {
     middleware: Vec<Middleware>,
     connect: Option<ConnectHandler>,
     disconnect: Option<DisconnectHandler>,
+    recovery_guard: Option<RecoveryGuard>,
     events: HashMap<String, EventHandler>,
 }
 
@@ -59,15 +64,17 @@ pub struct Namespace {
     handlers: RwLock<Handlers>,
     sockets: RwLock<HashMap<SocketId, Arc<Socket>>>,
     rooms: RwLock<Rooms>,
+    recovery: Option<Recovery>,
 }
 
 impl Namespace {
-    pub(super) fn new(name: &str) -> Namespace {
+    pub(super) fn new(name: &str, recovery: Option<RecoveryConfig>) -> Namespace {
         Namespace {
             name: name.to_owned(),
             handlers: RwLock::default(),
             sockets: RwLock::default(),
             rooms: RwLock::default(),
+            recovery: recovery.map(Recovery::new),
         }
     }
 
@@ -96,6 +103,15 @@ impl Namespace {
     pub fn on_disconnect(&self, handler: impl Fn(&Arc<Socket>, DisconnectReason) + Send + Sync + 'static) -> &Self {
         if let Ok(mut handlers) = self.handlers.write() {
             handlers.disconnect = Some(Arc::new(handler));
+        }
+        self
+    }
+
+    /// Checks a recovery when the middleware ran for it (see [`RecoveryGuard`]); without a
+    /// guard any client holding the private id recovers.
+    pub fn guard_recovery(&self, guard: impl Fn(&Extensions, &Extensions) -> bool + Send + Sync + 'static) -> &Self {
+        if let Ok(mut handlers) = self.handlers.write() {
+            handlers.recovery_guard = Some(Arc::new(guard));
         }
         self
     }
@@ -139,6 +155,15 @@ impl Namespace {
         self.broadcast().emit(event, payload)
     }
 
+    pub(super) fn recovery(&self) -> Option<&Recovery> {
+        self.recovery.as_ref()
+    }
+
+    pub(super) fn recovery_allowed(&self, dropped: &Extensions, fresh: &Extensions) -> bool {
+        let guard = self.handlers.read().ok().and_then(|h| h.recovery_guard.clone());
+        guard.is_none_or(|guard| guard(dropped, fresh))
+    }
+
     pub(super) fn middleware(&self) -> Vec<Middleware> {
         self.handlers.read().map(|h| h.middleware.clone()).unwrap_or_default()
     }
@@ -147,10 +172,17 @@ impl Namespace {
         if let Ok(mut sockets) = self.sockets.write() {
             sockets.insert(socket.id().clone(), socket.clone());
         }
+        if let (Some(recovery), Some(pid)) = (&self.recovery, socket.pid()) {
+            recovery.track(pid, socket);
+        }
     }
 
     pub(super) fn remove(&self, id: &SocketId) -> Option<Arc<Socket>> {
-        self.sockets.write().ok()?.remove(id)
+        let socket = self.sockets.write().ok()?.remove(id)?;
+        if let (Some(recovery), Some(pid)) = (&self.recovery, socket.pid()) {
+            recovery.untrack(pid);
+        }
+        Some(socket)
     }
 
     pub(super) fn join(&self, room: Room, socket: &Arc<Socket>) -> bool {
@@ -216,9 +248,22 @@ impl BroadcastOperator {
     /// Sends to every targeted socket once, encoding the packet a single time. Returns how
     /// many sockets it was queued for.
     pub fn emit(&self, event: &str, payload: impl Into<Payload>) -> usize {
-        let encoded = Encoded::event(self.namespace.name(), event, None, &payload.into());
-        let recipients = self.recipients();
-        recipients.iter().filter(|socket| socket.send(&encoded).is_ok()).count()
+        let payload = payload.into();
+        let nsp = self.namespace.name();
+        let Some(recovery) = self.namespace.recovery() else {
+            let encoded = Encoded::event(nsp, event, None, &payload, None);
+            return self.recipients().iter().filter(|socket| socket.send(&encoded).is_ok()).count();
+        };
+        let target = Target {
+            rooms: self.rooms.clone(),
+            except: self.except.clone(),
+            except_socket: self.except_socket.clone(),
+        };
+        recovery.record(
+            target,
+            |offset| Encoded::event(nsp, event, None, &payload, Some(offset)),
+            |seq, encoded| self.recipients().iter().filter(|socket| socket.send_numbered(seq, encoded).is_ok()).count(),
+        )
     }
 
     fn recipients(&self) -> Vec<Arc<Socket>> {

@@ -12,6 +12,7 @@ use tokio::sync::oneshot;
 use super::client::Client;
 use super::namespace::{BroadcastOperator, Namespace};
 use super::packet::{Packet, PacketType, Payload};
+use super::recovery::{Dropped, Target};
 use super::rooms::Room;
 use super::{EmitError, Encoded};
 use crate::engineio::{CloseReason, RequestInfo, Session};
@@ -37,6 +38,21 @@ pub enum DisconnectReason {
 }
 
 impl DisconnectReason {
+    /// Whether the client may come back to the socket (connection state recovery): it lost
+    /// the connection without asking to leave, and did not send garbage.
+    fn recoverable(self) -> bool {
+        matches!(
+            self,
+            DisconnectReason::Transport(
+                CloseReason::TransportClose
+                    | CloseReason::TransportError
+                    | CloseReason::PingTimeout
+                    | CloseReason::ForcedClose
+                    | CloseReason::ServerShuttingDown
+            )
+        )
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             DisconnectReason::ServerNamespaceDisconnect => "server namespace disconnect",
@@ -57,8 +73,30 @@ pub enum AckError {
     Emit(#[from] EmitError),
 }
 
+/// Who a socket is: its public id, and with recovery on its private id and whether it took
+/// over a dropped socket.
+pub(super) struct Identity {
+    pub id: SocketId,
+    pub pid: Option<SocketId>,
+    pub recovered: bool,
+}
+
+impl Identity {
+    pub fn fresh(recoverable: bool) -> Identity {
+        let pid = recoverable.then(|| crate::engineio::random_id().into());
+        Identity { id: crate::engineio::random_id().into(), pid, recovered: false }
+    }
+}
+
+/// `first_queued` before any numbered packet was queued.
+const NOTHING_QUEUED: u64 = u64::MAX;
+
 pub struct Socket {
     id: SocketId,
+    pid: Option<SocketId>,
+    recovered: bool,
+    /// The first numbered (recoverable) packet queued for this socket.
+    first_queued: AtomicU64,
     namespace: Arc<Namespace>,
     session: Arc<Session>,
     client: Weak<Client>,
@@ -78,6 +116,7 @@ impl std::fmt::Debug for Socket {
 
 impl Socket {
     pub(super) fn new(
+        identity: Identity,
         namespace: Arc<Namespace>,
         session: Arc<Session>,
         client: Weak<Client>,
@@ -85,7 +124,10 @@ impl Socket {
         extensions: Extensions,
     ) -> Socket {
         Socket {
-            id: crate::engineio::random_id().into(),
+            id: identity.id,
+            pid: identity.pid,
+            recovered: identity.recovered,
+            first_queued: AtomicU64::new(NOTHING_QUEUED),
             namespace,
             session,
             client,
@@ -100,6 +142,17 @@ impl Socket {
 
     pub fn id(&self) -> &SocketId {
         &self.id
+    }
+
+    /// The private id a client presents to recover this socket (recovery on only).
+    pub(super) fn pid(&self) -> Option<&SocketId> {
+        self.pid.as_ref()
+    }
+
+    /// Whether this socket took over a dropped one: same id, rooms and data, missed events
+    /// replayed (`socket.recovered` on the client).
+    pub fn recovered(&self) -> bool {
+        self.recovered
     }
 
     pub fn namespace(&self) -> &Arc<Namespace> {
@@ -124,8 +177,24 @@ impl Socket {
         self.connected.load(Ordering::Acquire)
     }
 
+    /// Emits to this socket; with recovery on the event is numbered and kept, so the client
+    /// gets it even if its connection drops before it arrives (and a socket object held past
+    /// a recovery still reaches the client).
     pub fn emit(&self, event: &str, payload: impl Into<Payload>) -> Result<(), EmitError> {
-        self.send(&Encoded::event(self.namespace.name(), event, None, &payload.into()))
+        let payload = payload.into();
+        let nsp = self.namespace.name();
+        match self.namespace.recovery() {
+            None => self.send(&Encoded::event(nsp, event, None, &payload, None)),
+            Some(recovery) => recovery.record(
+                Target::socket(&self.id),
+                |offset| Encoded::event(nsp, event, None, &payload, Some(offset)),
+                // To whichever socket holds this id now: a recovered one replaces this object.
+                |seq, encoded| match self.namespace.socket(&self.id) {
+                    Some(current) => current.send_numbered(seq, encoded),
+                    None => Err(EmitError::Disconnected),
+                },
+            ),
+        }
     }
 
     /// Emits and waits for the client's acknowledgement, at most `timeout`.
@@ -140,7 +209,7 @@ impl Socket {
         if let Ok(mut acks) = self.acks.lock() {
             acks.insert(id, tx);
         }
-        let sent = self.send(&Encoded::event(self.namespace.name(), event, Some(id), &payload.into()));
+        let sent = self.send(&Encoded::event(self.namespace.name(), event, Some(id), &payload.into(), None));
         let socket = Arc::downgrade(self);
         async move {
             sent?;
@@ -175,6 +244,15 @@ impl Socket {
             return Err(EmitError::Disconnected);
         }
         encoded.send_to(&self.session)
+    }
+
+    /// Sends a numbered packet, noting the first one: a client that reports no offset when
+    /// it recovers has received none, so replay starts there.
+    pub(super) fn send_numbered(&self, seq: u64, encoded: &Encoded) -> Result<(), EmitError> {
+        if self.first_queued.load(Ordering::Acquire) == NOTHING_QUEUED {
+            let _ = self.first_queued.compare_exchange(NOTHING_QUEUED, seq, Ordering::AcqRel, Ordering::Acquire);
+        }
+        self.send(encoded)
     }
 
     pub fn join(self: &Arc<Self>, room: impl Into<Room>) {
@@ -247,6 +325,17 @@ impl Socket {
         if let Some(socket) = self.namespace.remove(&self.id) {
             if let Some(client) = self.client.upgrade() {
                 client.forget(&socket);
+            }
+            if reason.recoverable()
+                && let (Some(recovery), Some(pid)) = (self.namespace.recovery(), &self.pid)
+            {
+                recovery.keep(|| Dropped {
+                    id: self.id.clone(),
+                    pid: pid.clone(),
+                    rooms: rooms.clone(),
+                    extensions: self.extensions.clone(),
+                    first_queued: Some(self.first_queued.load(Ordering::Acquire)).filter(|&s| s != NOTHING_QUEUED),
+                });
             }
             tracing::debug!(socket = %self.id, nsp = self.namespace.name(), reason = reason.as_str(), "socket disconnected");
             self.namespace.run_disconnect(&socket, reason);

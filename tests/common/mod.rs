@@ -5,6 +5,7 @@
 pub mod fixtures;
 pub mod node;
 pub mod process;
+pub mod proxy;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -195,6 +196,19 @@ pub async fn closed_by_server(ws: &mut Ws) -> bool {
         }
     };
     tokio::time::timeout(Duration::from_secs(5), wait).await.is_ok()
+}
+
+/// An event frame of the app namespace (`42[...]`, recovery on) with its offset, the last
+/// argument, checked and taken off.
+pub fn without_offset(frame: &str) -> String {
+    let body = frame.strip_prefix("42").unwrap_or_else(|| panic!("not an event: {frame}"));
+    let mut event: Vec<serde_json::Value> = serde_json::from_str(body).unwrap();
+    let offset = event.pop();
+    assert!(
+        offset.as_ref().and_then(|o| o.as_str()).is_some_and(|o| o.parse::<u64>().is_ok()),
+        "{frame} ends with its offset"
+    );
+    format!("42{}", serde_json::Value::Array(event))
 }
 
 pub async fn send_text(ws: &mut Ws, text: &str) {

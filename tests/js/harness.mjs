@@ -31,13 +31,18 @@ function connect({ id, url, token, opts = {} }) {
   socket.io.on("open", () => {
     socket.io.engine.on("upgrade", (transport) => report({ id, ev: "upgrade", transport: transport.name }));
   });
-  socket.on("connect", () => report({ id, ev: "connect", sid: socket.id, transport: socket.io.engine.transport.name }));
+  socket.on("connect", () =>
+    report({ id, ev: "connect", sid: socket.id, recovered: socket.recovered, transport: socket.io.engine.transport.name }),
+  );
   socket.on("connect_error", (err) => report({ id, ev: "connect_error", message: err.message, data: err.data ?? null }));
   socket.on("disconnect", (reason) => report({ id, ev: "disconnect", reason }));
   socket.onAny((event, ...args) => {
     // An event sent with an ack is answered with its own arguments.
     const ack = typeof args[args.length - 1] === "function" ? args.pop() : null;
-    report({ id, ev: "event", event, args: encode(args) });
+    // With connection state recovery the server appends the event's offset (a string): the
+    // client records it (socket._lastOffset) and leaves it in the arguments; report it apart.
+    const offset = !ack && socket._pid && typeof args[args.length - 1] === "string" ? args.pop() : undefined;
+    report({ id, ev: "event", event, args: encode(args), offset });
     if (ack) ack(...args);
   });
 }

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::auth::{Claims, Role, TokenError, TokenKeys, unix_now};
+use crate::auth::{Claims, Role, TokenError, TokenKeys, handshake_token, unix_now};
 use crate::socketio::{AckSender, ConnectError, Payload, Socket, SocketIo};
 use crate::store::Video;
 
@@ -117,8 +117,7 @@ pub fn video_room(video_id: &str) -> String {
 pub fn install(io: &SocketIo, keys: Arc<TokenKeys>, videos: Arc<dyn VideoDirectory>) {
     let main = io.of("/");
     main.use_middleware(move |handshake, extensions| {
-        let token = handshake.auth.get("token").and_then(Value::as_str).filter(|t| !t.is_empty());
-        let Some(token) = token else {
+        let Some(token) = handshake_token(&handshake.auth) else {
             return Err(ConnectError::new("Authentication required"));
         };
         match keys.verify(token) {

@@ -20,6 +20,18 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
+/// Where a client puts its access token: `Authorization: Bearer <token>` on HTTP, the
+/// `token` field of the Socket.IO handshake's `auth` object. `None` when absent or empty.
+pub fn bearer_token(authorization: &[u8]) -> Option<&str> {
+    let token = std::str::from_utf8(authorization).ok()?.strip_prefix("Bearer ")?.trim();
+    (!token.is_empty()).then_some(token)
+}
+
+/// The `token` of a Socket.IO handshake's `auth` payload (see [`bearer_token`]).
+pub fn handshake_token(auth: &serde_json::Value) -> Option<&str> {
+    auth.get("token")?.as_str().filter(|token| !token.is_empty())
+}
+
 const SECRET_FILE: &str = "jwt-secret";
 const SECRET_LEN: usize = 64;
 

@@ -20,7 +20,9 @@ use crate::engineio::Engine;
 
 pub mod api;
 pub mod error;
+pub mod form;
 pub mod ops;
+pub mod range;
 pub mod ui;
 
 /// Every response body the server sends.

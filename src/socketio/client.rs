@@ -1,7 +1,6 @@
 //! One engine session as Socket.IO sees it: decodes its messages, reassembles binary packets,
 //! and routes packets to the sockets it holds, one per connected namespace.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::SystemTime;
 
@@ -12,8 +11,9 @@ use tokio::task::AbortHandle;
 
 use super::Encoded;
 use super::Shared;
+use super::assembler::{Assembled, Assembler, Limits};
 use super::namespace::{ConnectError, Namespace};
-use super::packet::{Packet, PacketType, Payload, placeholders_are_valid};
+use super::packet::{Packet, PacketType, Payload};
 use super::recovery::{Claim, Restored};
 use super::rooms::Room;
 use super::socket::{AckSender, DisconnectReason, Handshake, Identity, Socket};
@@ -28,34 +28,28 @@ enum Admit {
     Unchecked,
 }
 
-/// A binary packet waiting for its attachments.
-struct Partial {
-    packet: Packet,
-    attachments: Vec<Bytes>,
-    bytes: usize,
-    sequence: u64,
-}
-
 pub struct Client {
     me: Weak<Client>,
     server: Arc<Shared>,
     session: Arc<Session>,
     /// `None` once the connection has closed, so a late CONNECT cannot leak a socket.
     sockets: Mutex<Option<Vec<Arc<Socket>>>>,
-    partial: Mutex<Option<Partial>>,
-    sequence: AtomicU64,
+    assembler: Mutex<Assembler>,
     connect_timer: Mutex<Option<AbortHandle>>,
 }
 
 impl Client {
     pub(super) fn open(server: Arc<Shared>, session: Arc<Session>) -> Arc<Client> {
+        let limits = Limits {
+            max_attachments: server.config.max_attachments,
+            max_attachment_bytes: server.config.max_attachment_bytes,
+        };
         let client = Arc::new_cyclic(|me| Client {
             me: me.clone(),
             server,
             session,
             sockets: Mutex::new(Some(Vec::new())),
-            partial: Mutex::new(None),
-            sequence: AtomicU64::new(0),
+            assembler: Mutex::new(Assembler::new(limits)),
             connect_timer: Mutex::new(None),
         });
         // A connection that joins no namespace in time is closed, as the reference does.
@@ -94,50 +88,14 @@ impl Client {
     }
 
     fn receive(&self, message: Message) -> Result<(), &'static str> {
-        let config = &self.server.config;
-        match message {
-            Message::Text(text) => {
-                let mut partial = self.partial.lock().map_err(|_| "poisoned")?;
-                if partial.is_some() {
-                    return Err("text packet in the middle of a binary sequence");
-                }
-                let packet = Packet::decode(&text).map_err(|_| "undecodable packet")?;
-                if packet.kind.is_binary() && packet.attachments > 0 {
-                    if packet.attachments > config.max_attachments {
-                        return Err("too many attachments");
-                    }
-                    let sequence = self.sequence.fetch_add(1, Ordering::Relaxed);
-                    let expected = packet.attachments;
-                    *partial = Some(Partial { packet, attachments: Vec::with_capacity(expected), bytes: 0, sequence });
-                    drop(partial);
-                    self.expire_partial(sequence);
-                    return Ok(());
-                }
-                drop(partial);
-                self.dispatch(packet, Vec::new())
+        let assembled = self.assembler.lock().map_err(|_| "poisoned")?.push(message)?;
+        match assembled {
+            Assembled::Packet(packet, attachments) => self.dispatch(packet, attachments),
+            Assembled::Started { sequence } => {
+                self.expire_partial(sequence);
+                Ok(())
             }
-            Message::Binary(data) => {
-                let mut slot = self.partial.lock().map_err(|_| "poisoned")?;
-                let partial = slot.as_mut().ok_or("binary message with no binary packet to complete")?;
-                partial.bytes += data.len();
-                if partial.bytes > config.max_attachment_bytes {
-                    return Err("attachments over the size limit");
-                }
-                partial.attachments.push(data);
-                if partial.attachments.len() < partial.packet.attachments {
-                    return Ok(());
-                }
-                let Some(done) = slot.take() else {
-                    return Ok(());
-                };
-                drop(slot);
-                let valid =
-                    done.packet.data.as_ref().is_some_and(|d| placeholders_are_valid(d, done.attachments.len()));
-                if !valid {
-                    return Err("illegal attachments");
-                }
-                self.dispatch(done.packet, done.attachments)
-            }
+            Assembled::Pending => Ok(()),
         }
     }
 
@@ -148,7 +106,7 @@ impl Client {
         tokio::spawn(async move {
             tokio::time::sleep(timeout).await;
             let Some(client) = weak.upgrade() else { return };
-            let stale = client.partial.lock().is_ok_and(|p| p.as_ref().is_some_and(|p| p.sequence == sequence));
+            let stale = client.assembler.lock().is_ok_and(|a| a.is_waiting_on(sequence));
             if stale {
                 tracing::debug!(sid = %client.session.sid(), "binary attachments did not arrive in time");
                 client.session.close(CloseReason::ParseError);
@@ -365,8 +323,8 @@ impl Connection for Client {
         if let Some(timer) = self.connect_timer.lock().ok().and_then(|mut t| t.take()) {
             timer.abort();
         }
-        if let Ok(mut partial) = self.partial.lock() {
-            *partial = None;
+        if let Ok(mut assembler) = self.assembler.lock() {
+            assembler.reset();
         }
         let sockets = self.sockets.lock().ok().and_then(|mut s| s.take()).unwrap_or_default();
         for socket in sockets {

@@ -3,6 +3,7 @@
 //! Door: [`SocketIo::new`], configure namespaces with [`SocketIo::of`], then
 //! [`SocketIo::engine`] gives the Engine.IO endpoint to mount on the HTTP server.
 
+pub mod assembler;
 mod client;
 mod namespace;
 pub mod packet;

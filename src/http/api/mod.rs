@@ -221,12 +221,9 @@ impl Api {
             .headers()
             .get(header::AUTHORIZATION)
             .ok_or_else(|| ApiError::unauthorized("authentication required"))?;
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(|value| value.strip_prefix("Bearer "))
+        let token = crate::auth::bearer_token(header.as_bytes())
             .ok_or_else(|| ApiError::unauthorized("expected a Bearer token"))?;
-        self.keys.verify(token.trim()).map_err(|error| ApiError::unauthorized(error.to_string()))
+        self.keys.verify(token).map_err(|error| ApiError::unauthorized(error.to_string()))
     }
 
     fn caller_from(&self, claims: &Claims) -> Result<Caller, ApiError> {

@@ -20,14 +20,9 @@ use super::{Api, Caller, EDITORS, json_response};
 use crate::events;
 use crate::http::Body;
 use crate::http::error::{ApiError, is_disk_full};
+use crate::http::form::{self, Field, FileField, MULTIPART_OVERHEAD, UploadForm, too_large};
 use crate::store::{Video, VideoStatus, new_id, now_ms};
 
-/// Extensions of containers GStreamer on the box can open; the media pipeline has the final
-/// word on whether the content really is a playable video.
-const VIDEO_EXTENSIONS: &[&str] =
-    &["mp4", "m4v", "mov", "mkv", "webm", "avi", "mpg", "mpeg", "ts", "mts", "m2ts", "3gp", "ogv"];
-/// Room for multipart framing and the title around the file itself.
-const MULTIPART_OVERHEAD: u64 = 64 * 1024;
 /// How often free space is checked again while writing.
 const SPACE_CHECK_BYTES: u64 = 8 * 1024 * 1024;
 /// After a refusal the rest of the body is read and dropped, up to this much and this long,
@@ -62,13 +57,7 @@ impl Api {
     pub(super) async fn upload(&self, caller: &Caller, request: Request<Incoming>) -> Result<Response<Body>, ApiError> {
         caller.require(EDITORS)?;
         let content_type = request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-        let boundary = multer::parse_boundary(content_type).map_err(|_| {
-            ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                "expected multipart/form-data with a file field",
-            )
-        })?;
+        let boundary = form::boundary(content_type)?;
         let max = self.config.max_upload_bytes;
         let declared = request
             .headers()
@@ -110,21 +99,13 @@ impl Api {
         max: u64,
     ) -> Result<Response<Body>, ApiError> {
         let body = futures_util::stream::unfold(body, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
-        let limits = multer::SizeLimit::new()
-            .whole_stream(max + MULTIPART_OVERHEAD)
-            .for_field("title", 4096)
-            .for_field("file", max);
-        let constraints = multer::Constraints::new().allowed_fields(vec!["title", "file"]).size_limit(limits);
-        let mut multipart = multer::Multipart::with_constraints(body, boundary, constraints);
-
+        let mut form = UploadForm::new(body, boundary, max);
         let mut title = None;
         let mut received: Option<Received> = None;
-        while let Some(field) = multipart.next_field().await.map_err(|e| multipart_error(e, max))? {
-            match field.name() {
-                Some("title") => title = Some(field.text().await.map_err(|e| multipart_error(e, max))?),
-                Some("file") if received.is_none() => received = Some(self.receive_file(field, max).await?),
-                Some("file") => return Err(ApiError::bad_request("one file per upload")),
-                _ => return Err(ApiError::bad_request("unexpected form field")),
+        while let Some(field) = form.next().await? {
+            match field {
+                Field::Title(text) => title = Some(text),
+                Field::File(file) => received = Some(self.receive_file(file).await?),
             }
         }
         let received = received.ok_or_else(|| ApiError::bad_request("the form has no file field"))?;
@@ -138,32 +119,11 @@ impl Api {
         self.store_upload(caller, received, title).await
     }
 
-    async fn receive_file(&self, mut field: multer::Field<'static>, max: u64) -> Result<Received, ApiError> {
-        let filename = field
-            .file_name()
-            .map(|name| name.rsplit(['/', '\\']).next().unwrap_or(name).to_owned())
-            .unwrap_or_else(|| "video".into());
-        let ext = Path::new(&filename).extension().and_then(|e| e.to_str()).map(str::to_lowercase).unwrap_or_default();
-        if !VIDEO_EXTENSIONS.contains(&ext.as_str()) {
-            return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_type",
-                format!("{filename:?} is not a video file Tally accepts ({})", VIDEO_EXTENSIONS.join(", ")),
-            ));
-        }
-        let content_type = mime_guess::from_ext(&ext)
-            .first()
-            .map(|m| m.essence_str().to_owned())
-            .unwrap_or_else(|| "application/octet-stream".into());
+    async fn receive_file(&self, mut field: Box<FileField>) -> Result<Received, ApiError> {
         let temp = TempFile { path: self.store.files().temp_path(), keep: false };
         let mut file = tokio::fs::File::create(&temp.path).await.map_err(|e| write_error(&e))?;
-        let mut size = 0u64;
         let mut unchecked = 0u64;
-        while let Some(chunk) = field.chunk().await.map_err(|e| multipart_error(e, max))? {
-            size += chunk.len() as u64;
-            if size > max {
-                return Err(too_large(max));
-            }
+        while let Some(chunk) = field.chunk().await? {
             unchecked += chunk.len() as u64;
             if unchecked >= SPACE_CHECK_BYTES {
                 unchecked = 0;
@@ -172,7 +132,8 @@ impl Api {
             file.write_all(&chunk).await.map_err(|e| write_error(&e))?;
         }
         file.sync_all().await.map_err(|e| write_error(&e))?;
-        Ok(Received { temp, filename, ext, content_type, size })
+        let size = field.size();
+        Ok(Received { temp, filename: field.filename, ext: field.ext, content_type: field.content_type, size })
     }
 
     async fn store_upload(
@@ -272,17 +233,6 @@ async fn drain(mut body: RequestStream) {
         if seen > DRAIN_LIMIT {
             break;
         }
-    }
-}
-
-fn too_large(max: u64) -> ApiError {
-    ApiError::too_large(format!("uploads are limited to {max} bytes"))
-}
-
-fn multipart_error(error: multer::Error, max: u64) -> ApiError {
-    match error {
-        multer::Error::FieldSizeExceeded { .. } | multer::Error::StreamSizeExceeded { .. } => too_large(max),
-        other => ApiError::bad_request(format!("malformed upload: {other}")),
     }
 }
 

@@ -1,0 +1,140 @@
+//! The upload form of `POST /api/videos` (`multipart/form-data`): an optional `title` and
+//! exactly one `file`, read with multer under Tally's limits. It knows nothing of storage, so
+//! the fuzzer (`fuzz/`) drives the same code as the server.
+
+use std::path::Path;
+
+use bytes::Bytes;
+use futures_util::Stream;
+use hyper::StatusCode;
+
+use crate::http::error::ApiError;
+
+/// Extensions of containers GStreamer on the box can open; the media pipeline has the final
+/// word on whether the content really is a playable video.
+pub const VIDEO_EXTENSIONS: &[&str] =
+    &["mp4", "m4v", "mov", "mkv", "webm", "avi", "mpg", "mpeg", "ts", "mts", "m2ts", "3gp", "ogv"];
+/// Room for multipart framing and the title around the file itself.
+pub const MULTIPART_OVERHEAD: u64 = 64 * 1024;
+const MAX_TITLE_BYTES: u64 = 4096;
+
+/// The boundary of a `multipart/form-data` content type, or 415.
+pub fn boundary(content_type: &str) -> Result<String, ApiError> {
+    multer::parse_boundary(content_type).map_err(|_| {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "expected multipart/form-data with a file field",
+        )
+    })
+}
+
+pub struct UploadForm {
+    multipart: multer::Multipart<'static>,
+    max: u64,
+    seen_file: bool,
+}
+
+/// One field of the form, in the order sent.
+pub enum Field {
+    Title(String),
+    File(Box<FileField>),
+}
+
+/// The `file` field, read chunk by chunk.
+pub struct FileField {
+    field: multer::Field<'static>,
+    /// The client's file name without any directory part.
+    pub filename: String,
+    /// Lower-case extension, one of [`VIDEO_EXTENSIONS`].
+    pub ext: String,
+    pub content_type: String,
+    size: u64,
+    max: u64,
+}
+
+impl UploadForm {
+    /// Reads `body` as a form with `boundary`; the file may have at most `max` bytes.
+    pub fn new<S>(body: S, boundary: String, max: u64) -> UploadForm
+    where
+        S: Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
+    {
+        let limits = multer::SizeLimit::new()
+            .whole_stream(max.saturating_add(MULTIPART_OVERHEAD))
+            .for_field("title", MAX_TITLE_BYTES)
+            .for_field("file", max);
+        let constraints = multer::Constraints::new().allowed_fields(vec!["title", "file"]).size_limit(limits);
+        UploadForm {
+            multipart: multer::Multipart::with_constraints(body, boundary, constraints),
+            max,
+            seen_file: false,
+        }
+    }
+
+    /// The next field; a second file, an unknown field or a file that is not a video
+    /// container is an error.
+    pub async fn next(&mut self) -> Result<Option<Field>, ApiError> {
+        let Some(field) = self.multipart.next_field().await.map_err(|e| multipart_error(e, self.max))? else {
+            return Ok(None);
+        };
+        match field.name() {
+            Some("title") => Ok(Some(Field::Title(field.text().await.map_err(|e| multipart_error(e, self.max))?))),
+            Some("file") if !self.seen_file => {
+                self.seen_file = true;
+                Ok(Some(Field::File(Box::new(FileField::new(field, self.max)?))))
+            }
+            Some("file") => Err(ApiError::bad_request("one file per upload")),
+            _ => Err(ApiError::bad_request("unexpected form field")),
+        }
+    }
+}
+
+impl FileField {
+    fn new(field: multer::Field<'static>, max: u64) -> Result<FileField, ApiError> {
+        let filename = field
+            .file_name()
+            .map(|name| name.rsplit(['/', '\\']).next().unwrap_or(name).to_owned())
+            .unwrap_or_else(|| "video".into());
+        let ext = Path::new(&filename).extension().and_then(|e| e.to_str()).map(str::to_lowercase).unwrap_or_default();
+        if !VIDEO_EXTENSIONS.contains(&ext.as_str()) {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_type",
+                format!("{filename:?} is not a video file Tally accepts ({})", VIDEO_EXTENSIONS.join(", ")),
+            ));
+        }
+        let content_type = mime_guess::from_ext(&ext)
+            .first()
+            .map(|m| m.essence_str().to_owned())
+            .unwrap_or_else(|| "application/octet-stream".into());
+        Ok(FileField { field, filename, ext, content_type, size: 0, max })
+    }
+
+    /// The next piece of the file; past `max` bytes in all it is 413.
+    pub async fn chunk(&mut self) -> Result<Option<Bytes>, ApiError> {
+        let Some(chunk) = self.field.chunk().await.map_err(|e| multipart_error(e, self.max))? else {
+            return Ok(None);
+        };
+        self.size += chunk.len() as u64;
+        if self.size > self.max {
+            return Err(too_large(self.max));
+        }
+        Ok(Some(chunk))
+    }
+
+    /// Bytes read so far.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+}
+
+pub fn too_large(max: u64) -> ApiError {
+    ApiError::too_large(format!("uploads are limited to {max} bytes"))
+}
+
+fn multipart_error(error: multer::Error, max: u64) -> ApiError {
+    match error {
+        multer::Error::FieldSizeExceeded { .. } | multer::Error::StreamSizeExceeded { .. } => too_large(max),
+        other => ApiError::bad_request(format!("malformed upload: {other}")),
+    }
+}

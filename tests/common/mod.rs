@@ -111,23 +111,32 @@ pub async fn request_with_body(
     body: RequestBody,
     headers: &[(&str, &str)],
 ) -> Reply {
-    let stream = TcpStream::connect(addr).await.expect("connect");
+    // The server may answer early (413, 507) and close while the body is still going.
+    try_request_with_body(addr, method, path, body, headers).await.unwrap_or_else(|error| panic!("{error}"))
+}
+
+/// A request that may find no server, or lose it before the whole answer is in.
+pub async fn try_request_with_body(
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+    body: RequestBody,
+    headers: &[(&str, &str)],
+) -> Result<Reply, String> {
+    let stream = TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
     let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("handshake");
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| format!("handshake: {e}"))?;
     tokio::spawn(connection);
     let mut builder = Request::builder().method(method).uri(path).header("host", addr.to_string());
     for (name, value) in headers {
         builder = builder.header(*name, *value);
     }
-    let response = match sender.send_request(builder.body(body).unwrap()).await {
-        Ok(response) => response,
-        // The server may answer early (413, 507) and close while the body is still going.
-        Err(error) => panic!("request failed: {error}"),
-    };
+    let response =
+        sender.send_request(builder.body(body).unwrap()).await.map_err(|e| format!("request failed: {e}"))?;
     let status = response.status().as_u16();
     let headers = response.headers().clone();
     let bytes = response.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-    Reply { status, headers, body: String::from_utf8_lossy(&bytes).into_owned(), bytes }
+    Ok(Reply { status, headers, body: String::from_utf8_lossy(&bytes).into_owned(), bytes })
 }
 
 pub async fn get(addr: SocketAddr, path: &str) -> Reply {

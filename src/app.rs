@@ -20,6 +20,7 @@ use crate::http::{self, Router};
 use crate::jobs::Jobs;
 use crate::led::{Led, LedConfig, backend};
 use crate::media::Media;
+use crate::media::isolation::Isolated;
 use crate::metrics::Metrics;
 use crate::service;
 use crate::socketio::SocketIo;
@@ -47,7 +48,12 @@ impl App {
         let hardware_decoder = media.hardware_available();
         let news = VideoNews::new(io.clone(), keys.clone(), Duration::from_secs(config.media_url_ttl_secs));
         let metrics = Arc::new(Metrics::new());
-        let jobs = Jobs::start(store.clone(), media, news.clone(), metrics.clone(), config.media.jobs())
+        let program = match &config.media.worker {
+            Some(program) => program.clone(),
+            None => std::env::current_exe().context("locating the tally binary for media workers")?,
+        };
+        let isolated = Arc::new(Isolated::new(program, config.media.pipeline()));
+        let jobs = Jobs::start(store.clone(), isolated, news.clone(), metrics.clone(), config.media.jobs())
             .context("starting the job workers")?;
         let device = Arc::new(Device::new(
             start_led(&config.led),

@@ -68,6 +68,9 @@ pub struct MediaSettings {
     pub decoder: DecoderMode,
     /// Name prefixes of hardware decoder elements.
     pub hardware_decoders: Vec<String>,
+    /// The `tally` binary that runs each job in a child process (`tally media-worker`);
+    /// unset: this very program.
+    pub worker: Option<PathBuf>,
 }
 
 impl Default for MediaSettings {
@@ -82,6 +85,7 @@ impl Default for MediaSettings {
             strict_sensitivity: media.strict,
             decoder: media.decoder,
             hardware_decoders: media.hardware_decoders,
+            worker: None,
         }
     }
 }

@@ -10,6 +10,7 @@ use tally::app::App;
 use tally::auth::{Role, TokenKeys, password};
 use tally::config::Config;
 use tally::logging::{self, LogFormat};
+use tally::media::isolation;
 use tally::store::{NewUser, Store};
 
 #[derive(Parser)]
@@ -47,6 +48,13 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Runs one media job for the service, in a child process of its own (internal).
+    #[command(name = "media-worker", hide = true)]
+    MediaWorker {
+        #[arg(long)]
+        settings: String,
+        file: PathBuf,
+    },
     /// The status LED: print what each pattern means, or show one on the configured LED.
     Led {
         /// Print the table of states and patterns.
@@ -83,6 +91,11 @@ enum UserAction {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     logging::init(cli.log_format);
+    // The worker gets its settings from the service, not from the configuration.
+    if let Some(Command::MediaWorker { settings, file }) = &cli.command {
+        let settings: isolation::Settings = serde_json::from_str(settings).context("worker settings")?;
+        std::process::exit(isolation::run_child(&settings, file));
+    }
     let config = Config::load(cli.config.as_deref()).context("loading configuration")?;
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(config),
@@ -95,6 +108,7 @@ fn main() -> anyhow::Result<()> {
         Command::User { action: UserAction::Add { org, email, role } } => add_user(&config, &org, &email, role),
         Command::Process { file, out } => process(&config, &file, out.as_deref()),
         Command::Led { list, show, seconds } => led(&config, list, show.as_deref(), seconds),
+        Command::MediaWorker { .. } => anyhow::bail!("media-worker is handled before the configuration is read"),
     }
 }
 

@@ -14,10 +14,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 
 use crate::events::{self, VideoNews};
-use crate::media::{Media, MediaError, Processed, Stage};
+use crate::media::isolation::Isolated;
+use crate::media::{MediaError, Processed, Stage};
 use crate::metrics::Metrics;
 use crate::store::{Job, JobState, Progress, Store, StoreError, Video, VideoStatus, now_ms};
 
@@ -45,7 +46,7 @@ impl Default for JobsConfig {
 
 pub struct Jobs {
     store: Store,
-    media: Arc<Media>,
+    media: Arc<Isolated>,
     news: VideoNews,
     metrics: Arc<Metrics>,
     config: JobsConfig,
@@ -62,7 +63,7 @@ impl Jobs {
     /// Requeues interrupted jobs and starts the workers.
     pub fn start(
         store: Store,
-        media: Arc<Media>,
+        media: Arc<Isolated>,
         news: VideoNews,
         metrics: Arc<Metrics>,
         config: JobsConfig,
@@ -258,37 +259,24 @@ impl Jobs {
         Some((events::VIDEO_FAILED, Some((stage.as_str(), message))))
     }
 
-    /// Runs the pipeline on a blocking thread, forwarding its progress as events.
+    /// Runs the pipeline in a child process, forwarding its progress as events.
     async fn process(&self, video: &Video, cancel: Arc<AtomicBool>) -> Result<Processed, (Stage, MediaError)> {
-        let path: PathBuf = self.store.files().original(&video.id, &video.ext);
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let media = self.media.clone();
-        let mut task = tokio::task::spawn_blocking(move || {
-            media.process(&path, &cancel, &mut |stage, percent| {
-                let _ = tx.send((stage, percent));
-            })
-        });
+        let files = self.store.files();
+        let path: PathBuf = files.original(&video.id, &video.ext);
         let started = Instant::now();
         let mut last: Option<(Stage, Instant)> = None;
-        loop {
-            tokio::select! {
-                // Progress first: every message sent before the task ended is forwarded.
-                biased;
-                Some((stage, percent)) = rx.recv() => {
-                    let due = match last {
-                        Some((previous, at)) => previous != stage || percent == 100 || at.elapsed() >= PROGRESS_INTERVAL,
-                        None => true,
-                    };
-                    if due {
-                        last = Some((stage, Instant::now()));
-                        self.report_progress(video, stage, percent, started);
-                    }
-                }
-                result = &mut task => {
-                    return result.unwrap_or_else(|error| Err((Stage::Metadata, MediaError::Internal(format!("the pipeline thread failed: {error}")))));
-                }
+        let mut forward = |stage: Stage, percent: u8| {
+            let due = match last {
+                Some((previous, at)) => previous != stage || percent == 100 || at.elapsed() >= PROGRESS_INTERVAL,
+                None => true,
+            };
+            if due {
+                last = Some((stage, Instant::now()));
+                self.report_progress(video, stage, percent, started);
             }
-        }
+        };
+        let scratch = [files.temp_path(), files.temp_path()];
+        self.media.process(&path, scratch, &cancel, &mut forward).await
     }
 
     /// Stores then announces where processing is, so the record matches the last event.

@@ -6,11 +6,11 @@ use std::path::Path;
 use gstreamer as gst;
 use gstreamer_pbutils as pbutils;
 use gstreamer_pbutils::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::MediaError;
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Metadata {
     pub duration_ms: Option<u64>,
@@ -33,7 +33,7 @@ pub struct Metadata {
     pub decoder: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Audio {
     pub codec: String,

@@ -2,14 +2,16 @@
 //! that runs the photosensitivity analysis ([`sensitivity`]) and picks the thumbnail frame
 //! ([`pipeline`]). All of it is blocking work: call it from a blocking thread.
 //!
-//! Door: [`Media::new`], then [`Media::process`].
+//! Door: [`Media::new`], then [`Media::process`]; the service runs it in a child process
+//! ([`isolation`]) so a plugin that crashes or hangs costs one job, not the box.
 
+pub mod isolation;
 pub mod metadata;
 pub mod pipeline;
 pub mod sensitivity;
 
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use gstreamer as gst;
@@ -22,7 +24,8 @@ pub use sensitivity::Report;
 pub const CARD_WIDTH: u32 = 320;
 pub const POSTER_WIDTH: u32 = 1280;
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", content = "detail", rename_all = "snake_case")]
 pub enum MediaError {
     #[error("not a video: {0}")]
     NotVideo(String),
@@ -34,6 +37,9 @@ pub enum MediaError {
     Stalled(Duration),
     #[error("cancelled")]
     Cancelled,
+    /// The child process doing the work died (a crashing plugin) or had to be killed.
+    #[error("the media worker {0}")]
+    WorkerDied(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -53,7 +59,7 @@ pub enum DecoderMode {
 /// The JPEGs of a thumbnail being made on a thread of its own.
 type ThumbnailThread = std::thread::JoinHandle<Result<Vec<Vec<u8>>, MediaError>>;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct MediaConfig {
     /// Promote sustained 2–3 flashes per second to `flagged`.
     pub strict: bool,
@@ -105,7 +111,8 @@ fn hardware_decoders(prefixes: &[String]) -> Vec<gst::ElementFactory> {
 }
 
 /// A stage of processing, as reported in progress events.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Stage {
     Metadata,
     Thumbnail,
@@ -134,6 +141,8 @@ pub struct Media {
     config: MediaConfig,
     /// A hardware decoder is registered on this board (whatever the configured mode).
     hardware: bool,
+    /// Hardware decoding failed once and software decoders took over.
+    demoted: AtomicBool,
 }
 
 impl Media {
@@ -143,7 +152,12 @@ impl Media {
         if config.decoder == DecoderMode::Software {
             demote(&config.hardware_decoders);
         }
-        Ok(Media { config, hardware })
+        Ok(Media { config, hardware, demoted: AtomicBool::new(false) })
+    }
+
+    /// Whether hardware decoding failed in this process and software decoders took over.
+    pub fn demoted(&self) -> bool {
+        self.demoted.load(Ordering::Relaxed)
     }
 
     /// Whether the board has a hardware decoder.
@@ -151,8 +165,9 @@ impl Media {
         self.hardware
     }
 
+    /// What the file holds; gives up after the watchdog's time, as a stalled pass would.
     pub fn probe(&self, path: &Path) -> Result<Metadata, MediaError> {
-        metadata::probe(path, gst::ClockTime::from_seconds(15))
+        metadata::probe(path, gst::ClockTime::from_nseconds(self.config.watchdog.as_nanos() as u64))
     }
 
     /// Runs every stage. `progress(stage, percent)` is called as work advances.
@@ -195,6 +210,7 @@ impl Media {
             {
                 tracing::warn!(path = %path.display(), "hardware decoding failed; using software decoders from now on");
                 demote(&hardware);
+                self.demoted.store(true, Ordering::Relaxed);
                 pipeline::analyze(path, &options, cancel, &mut on_position, &mut |_| {})
             }
             other => other,

@@ -9,7 +9,7 @@
 //! next one must go the other way. More than 6 transitions (3 flashes) in any 1 s window of
 //! presentation time flags the video.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub const ALGORITHM: &str = "pse-flash-v1";
 const LUMINANCE_STEP: f64 = 0.1;
@@ -22,21 +22,21 @@ const MAX_TRANSITIONS: usize = 6;
 /// A warning from this many transitions in one second (2 flashes).
 const WARN_TRANSITIONS: usize = 4;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Verdict {
     Safe,
     Flagged,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FlashKind {
     Luminance,
     Red,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Reason {
     pub kind: FlashKind,
@@ -45,7 +45,7 @@ pub struct Reason {
     pub max_transitions_1s: usize,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Metrics {
     pub frames: u64,
@@ -56,13 +56,13 @@ pub struct Metrics {
     pub max_red_transitions_1s: usize,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Report {
     pub verdict: Verdict,
     pub warnings: Vec<String>,
     pub reasons: Vec<Reason>,
     pub metrics: Metrics,
-    pub algorithm: &'static str,
+    pub algorithm: String,
 }
 
 /// Per-frame values the analysis keeps of the previous frame.
@@ -226,7 +226,7 @@ impl Analyzer {
                 max_luminance_transitions_1s: maxima[0],
                 max_red_transitions_1s: maxima[1],
             },
-            algorithm: ALGORITHM,
+            algorithm: ALGORITHM.to_owned(),
         }
     }
 }

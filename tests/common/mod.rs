@@ -255,12 +255,14 @@ impl TestApp {
 
     /// Starts on `port` (0: any) with `data_dir`, so a restart keeps its secret and address.
     pub async fn start_with(data_dir: Arc<tempfile::TempDir>, port: u16) -> TestApp {
-        let config = tally::config::Config {
+        let mut config = tally::config::Config {
             bind: [127, 0, 0, 1].into(),
             port,
             data_dir: data_dir.path().to_owned(),
             ..Default::default()
         };
+        // Media jobs run in child processes of the real binary (this one is the test's).
+        config.media.worker = Some(process::TALLY.into());
         // A restart in the same process waits for the previous instance to let go of the
         // database (its last connections are still closing).
         let mut attempts = 0;

@@ -1,0 +1,244 @@
+//! Media work in a child process: a GStreamer plugin that segfaults, aborts or deadlocks
+//! takes one job with it, not the service.
+//!
+//! The service starts `tally media-worker` for each job. The child runs [`Media::process`]
+//! and speaks JSON lines on its stdout: progress while it works (at least once a second while
+//! frames flow), then one `done` or `failed`. Thumbnails go to two files the parent names and
+//! reads back. The parent kills the child when the job is cancelled, or when it has said
+//! nothing for longer than its own watchdog allows (a plugin stuck where no watchdog can
+//! reach it). A child that dies without its last line fails the job with how it died.
+
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+
+use super::{DecoderMode, Media, MediaConfig, MediaError, Metadata, Processed, Report, Stage};
+
+/// The subcommand of `tally` that runs a child.
+pub const SUBCOMMAND: &str = "media-worker";
+/// Time the child gets beyond its own watchdog to report a stall before it is killed.
+const GRACE: Duration = Duration::from_secs(5);
+/// The child reports progress at least this often while frames flow.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// One line of the child's stdout.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Line {
+    Progress { stage: Stage, percent: u8 },
+    Done { metadata: Box<Metadata>, report: Box<Report>, demoted: bool },
+    Failed { stage: Stage, error: MediaError, demoted: bool },
+}
+
+/// What the parent tells a child (as `--settings` JSON).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Settings {
+    pub config: MediaConfig,
+    pub card: PathBuf,
+    pub poster: PathBuf,
+}
+
+/// The child's side: processes `input` and reports on stdout. Returns the exit code.
+pub fn run_child(settings: &Settings, input: &Path) -> i32 {
+    let say = |line: &Line| match serde_json::to_string(line) {
+        // One write per line; the parent reads lines.
+        Ok(text) => {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{text}").and_then(|()| out.flush());
+        }
+        Err(error) => tracing::error!(%error, "encoding a report line"),
+    };
+    let media = match Media::new(settings.config.clone()) {
+        Ok(media) => media,
+        Err(error) => {
+            say(&Line::Failed { stage: Stage::Metadata, error, demoted: false });
+            return 1;
+        }
+    };
+    let cancel = AtomicBool::new(false);
+    let mut last: Option<(Stage, u8, Instant)> = None;
+    let result = media.process(input, &cancel, &mut |stage, percent| {
+        let due = last.is_none_or(|(s, p, at)| s != stage || p != percent || at.elapsed() >= HEARTBEAT);
+        if due {
+            last = Some((stage, percent, Instant::now()));
+            say(&Line::Progress { stage, percent });
+        }
+    });
+    let demoted = media.demoted();
+    match result {
+        Ok(processed) => {
+            let [card, poster] = &processed.thumbnails;
+            if let Err(error) =
+                std::fs::write(&settings.card, card).and_then(|()| std::fs::write(&settings.poster, poster))
+            {
+                let error = MediaError::Internal(format!("writing thumbnails: {error}"));
+                say(&Line::Failed { stage: Stage::Thumbnail, error, demoted });
+                return 1;
+            }
+            let (metadata, report) = (Box::new(processed.metadata), Box::new(processed.report));
+            say(&Line::Done { metadata, report, demoted });
+            0
+        }
+        Err((stage, error)) => {
+            say(&Line::Failed { stage, error, demoted });
+            1
+        }
+    }
+}
+
+/// The service's side: runs each job in a fresh child of `program` (the `tally` binary).
+pub struct Isolated {
+    program: PathBuf,
+    /// Becomes software-only once a child reports that hardware decoding failed, so later
+    /// children do not try it again.
+    config: Mutex<MediaConfig>,
+}
+
+impl Isolated {
+    pub fn new(program: PathBuf, config: MediaConfig) -> Isolated {
+        Isolated { program, config: Mutex::new(config) }
+    }
+
+    fn config(&self) -> MediaConfig {
+        self.config.lock().map(|c| c.clone()).unwrap_or_else(|poisoned| poisoned.into_inner().clone())
+    }
+
+    /// Processes `input` in a child; `scratch` names two files for the thumbnails on their
+    /// way back (removed before returning). `progress` gets what the child reports.
+    pub async fn process(
+        &self,
+        input: &Path,
+        scratch: [PathBuf; 2],
+        cancel: &AtomicBool,
+        progress: &mut (dyn FnMut(Stage, u8) + Send),
+    ) -> Result<Processed, (Stage, MediaError)> {
+        let _cleanup = Scratch(&scratch);
+        let [card, poster] = scratch.clone();
+        let config = self.config();
+        let stall_limit = config.watchdog + GRACE;
+        let settings = Settings { config, card, poster };
+        let settings = serde_json::to_string(&settings)
+            .map_err(|e| (Stage::Metadata, MediaError::Internal(format!("worker settings: {e}"))))?;
+        let mut child = Command::new(&self.program)
+            .arg(SUBCOMMAND)
+            .arg("--settings")
+            .arg(settings)
+            .arg(input)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| {
+                let error = MediaError::Internal(format!("starting {}: {e}", self.program.display()));
+                (Stage::Metadata, error)
+            })?;
+        let Some(stdout) = child.stdout.take() else {
+            return Err((Stage::Metadata, MediaError::Internal("the media worker has no stdout".into())));
+        };
+        let mut lines = BufReader::new(stdout).lines();
+        let mut stage = Stage::Metadata;
+        let mut last_word = None;
+        let mut heard = Instant::now();
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        loop {
+            tokio::select! {
+                line = lines.next_line() => match line {
+                    Ok(Some(line)) => {
+                        heard = Instant::now();
+                        match serde_json::from_str::<Line>(&line) {
+                            Ok(Line::Progress { stage: now, percent }) => {
+                                stage = now;
+                                progress(now, percent);
+                            }
+                            Ok(word) => last_word = Some(word),
+                            Err(error) => tracing::warn!(%error, line, "unreadable line from the media worker"),
+                        }
+                    }
+                    // Stdout closed: the child is exiting, one way or another.
+                    Ok(None) | Err(_) => break,
+                },
+                _ = tick.tick() => {
+                    if cancel.load(Ordering::Relaxed) {
+                        let _ = child.kill().await;
+                        return Err((stage, MediaError::Cancelled));
+                    }
+                    if heard.elapsed() > stall_limit {
+                        tracing::error!(input = %input.display(), stage = stage.as_str(), silent = ?heard.elapsed(), "media worker stuck; killing it");
+                        let _ = child.kill().await;
+                        return Err((stage, MediaError::WorkerDied(format!("hung and was killed after {stall_limit:?} without a word"))));
+                    }
+                }
+            }
+        }
+        let status = child.wait().await;
+        match last_word {
+            Some(Line::Done { metadata, report, demoted }) => {
+                self.note(demoted);
+                let read = |path: &Path| std::fs::read(path);
+                let thumbnails = read(&scratch[0]).and_then(|card| Ok([card, read(&scratch[1])?])).map_err(|e| {
+                    (Stage::Thumbnail, MediaError::Internal(format!("reading the worker's thumbnails: {e}")))
+                })?;
+                Ok(Processed { metadata: *metadata, report: *report, thumbnails })
+            }
+            Some(Line::Failed { stage, error, demoted }) => {
+                self.note(demoted);
+                Err((stage, error))
+            }
+            _ => {
+                let how = status.map_or_else(|e| format!("could not be waited for: {e}"), describe);
+                tracing::error!(input = %input.display(), stage = stage.as_str(), how, "media worker died");
+                Err((stage, MediaError::WorkerDied(how)))
+            }
+        }
+    }
+
+    fn note(&self, demoted: bool) {
+        if demoted && let Ok(mut config) = self.config.lock() {
+            config.decoder = DecoderMode::Software;
+        }
+    }
+}
+
+/// How a child that said nothing final ended.
+fn describe(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.signal(), status.code()) {
+        (Some(signal), _) => format!("crashed ({})", signal_name(signal)),
+        (None, Some(code)) => format!("exited with status {code} without a result"),
+        (None, None) => "ended without a result".to_owned(),
+    }
+}
+
+/// Linux's numbers, the same on x86-64, arm64 and armv7.
+fn signal_name(signal: i32) -> String {
+    let name = match signal {
+        4 => "SIGILL",
+        6 => "SIGABRT",
+        7 => "SIGBUS",
+        8 => "SIGFPE",
+        9 => "SIGKILL",
+        11 => "SIGSEGV",
+        15 => "SIGTERM",
+        _ => return format!("signal {signal}"),
+    };
+    format!("signal {signal}, {name}")
+}
+
+/// Removes the thumbnail scratch files however processing ends.
+struct Scratch<'a>(&'a [PathBuf; 2]);
+
+impl Drop for Scratch<'_> {
+    fn drop(&mut self) {
+        for path in self.0 {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}

@@ -20,6 +20,10 @@ use crate::http::{self, Router};
 use crate::jobs::Jobs;
 use crate::led::{Led, LedConfig, backend};
 use crate::media::Media;
+
+/// `tally serve` exits with this (EX_TEMPFAIL) to be started again: systemd's
+/// `Restart=on-failure` does it.
+pub const RESTART_EXIT_CODE: i32 = 75;
 use crate::media::isolation::Isolated;
 use crate::metrics::Metrics;
 use crate::service;
@@ -85,18 +89,32 @@ impl App {
         Ok(App { config, keys, store, io, jobs, device, router })
     }
 
+    /// Whether the service stopped to be started again (its database failed a write and
+    /// space is back); `tally serve` then exits with [`RESTART_EXIT_CODE`].
+    pub fn restart_needed(&self) -> bool {
+        self.device.restart_needed()
+    }
+
     pub fn listen(&self) -> anyhow::Result<TcpListener> {
         let addr = SocketAddr::new(self.config.bind, self.config.port);
         http::bind(addr).with_context(|| format!("binding {addr}"))
     }
 
-    /// Serves until `shutdown` resolves, then tells every client the server is going away.
+    /// Serves until `shutdown` resolves (or the box needs a restart to recover, see
+    /// [`App::restart_needed`]), then tells every client the server is going away.
     pub async fn run(&self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
         self.device.ready();
         service::ready(&self.device);
         service::follow_status(&self.device);
         service::start_watchdog(&self.device);
-        http::serve(listener, self.router.clone(), shutdown).await;
+        let device = self.device.clone();
+        let stop = async move {
+            tokio::select! {
+                () = shutdown => {}
+                () = device.restart_requested() => {}
+            }
+        };
+        http::serve(listener, self.router.clone(), stop).await;
         service::stopping();
         for engine in self.router.engines() {
             engine.close_all(CloseReason::ServerShuttingDown);

@@ -2,15 +2,21 @@
 //! `device:status`), whether it is healthy (`/healthz`), and the conditions the status LED
 //! shows. A monitor looks at the box every couple of seconds; nothing here blocks for long.
 //!
+//! When the database has failed a write (a full disk) the box is unhealthy and the LED shows
+//! a fault; reads go on. Once space is back the monitor asks for a restart
+//! ([`Device::restart_requested`]), since only a fresh start lets the database write again.
+//!
 //! Door: [`Device::new`], then [`Device::start_monitor`], [`Device::status`] and
 //! [`Device::health`].
 
 use std::fs;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use tokio::sync::Notify;
 
 use crate::jobs::Jobs;
 use crate::led::{IDENTIFY_FOR, Led, LedState};
@@ -30,6 +36,8 @@ pub struct Device {
     decoder: DecoderMode,
     hardware_decoder: bool,
     storage_low_bytes: u64,
+    restart: AtomicBool,
+    restart_wanted: Notify,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -79,6 +87,9 @@ pub struct LedReport {
 pub struct Health {
     pub storage: bool,
     pub workers: bool,
+    /// Why storage is unhealthy, when it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storage_error: Option<String>,
 }
 
 impl Health {
@@ -96,7 +107,17 @@ impl Device {
         hardware_decoder: bool,
         storage_low_bytes: u64,
     ) -> Device {
-        Device { started: Instant::now(), led, store, jobs, decoder, hardware_decoder, storage_low_bytes }
+        Device {
+            started: Instant::now(),
+            led,
+            store,
+            jobs,
+            decoder,
+            hardware_decoder,
+            storage_low_bytes,
+            restart: AtomicBool::new(false),
+            restart_wanted: Notify::new(),
+        }
     }
 
     pub fn led(&self) -> &Led {
@@ -113,7 +134,25 @@ impl Device {
     }
 
     pub fn health(&self) -> Health {
-        Health { storage: self.store.schema_version().is_ok(), workers: self.jobs.healthy() }
+        let storage_error = match (self.store.failure(), self.store.schema_version()) {
+            (Some(failure), _) => Some(failure),
+            (None, Err(error)) => Some(error.to_string()),
+            (None, Ok(_)) => None,
+        };
+        Health { storage: storage_error.is_none(), workers: self.jobs.healthy(), storage_error }
+    }
+
+    /// Resolves once the service should restart to recover (see the module's notes).
+    pub async fn restart_requested(&self) {
+        let wanted = self.restart_wanted.notified();
+        if !self.restart.load(Ordering::Acquire) {
+            wanted.await;
+        }
+    }
+
+    /// Whether a restart was asked for.
+    pub fn restart_needed(&self) -> bool {
+        self.restart.load(Ordering::Acquire)
     }
 
     pub fn status(&self) -> DeviceStatus {
@@ -156,6 +195,9 @@ impl Device {
                 tokio::select! {
                     _ = tick.tick() => {
                         let Some(device) = device.upgrade() else { return };
+                        let store = device.store.clone();
+                        // A flush may touch the disk: off the runtime's threads.
+                        let _ = tokio::task::spawn_blocking(move || store.check_writable()).await;
                         device.observe();
                     }
                     changed = shown.changed() => {
@@ -173,7 +215,12 @@ impl Device {
         let health = self.health();
         self.led.set(LedState::Fault, !health.ok());
         let free = self.store.files().available_space().ok();
-        self.led.set(LedState::StorageLow, free.is_some_and(|free| free < self.storage_low_bytes));
+        let low = free.is_some_and(|free| free < self.storage_low_bytes);
+        self.led.set(LedState::StorageLow, low);
+        if self.store.failure().is_some() && !low && !self.restart.swap(true, Ordering::AcqRel) {
+            tracing::warn!(?free, "space is back after the database failed a write: restarting to reopen it");
+            self.restart_wanted.notify_waiters();
+        }
         self.led.set(LedState::NoNetwork, !network_up(Path::new("/sys/class/net")).unwrap_or(true));
         let failed_recently = self.jobs.last_failure().is_some_and(|at| at.elapsed() < ATTENTION_FOR);
         self.led.set(LedState::Attention, failed_recently);

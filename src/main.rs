@@ -192,6 +192,11 @@ fn serve(config: Config) -> anyhow::Result<()> {
         let listener = app.listen()?;
         tracing::info!(addr = %listener.local_addr()?, data_dir = %app.config.data_dir.display(), version = env!("CARGO_PKG_VERSION"), "tally listening");
         app.run(listener, shutdown_signal()).await;
+        if app.restart_needed() {
+            tracing::warn!(code = tally::app::RESTART_EXIT_CODE, "tally stopped to be started again");
+            drop(app);
+            std::process::exit(tally::app::RESTART_EXIT_CODE);
+        }
         tracing::info!("tally stopped");
         Ok(())
     })

@@ -1,6 +1,11 @@
-//! Faults the box must survive. A GStreamer decoder that crashes or hangs (a real plugin,
-//! `tests/faults/gst-fault-plugin.c`, compiled here and loaded through `GST_PLUGIN_PATH`)
-//! costs the job it was decoding, never the service.
+//! Faults the box must survive.
+//!
+//! - A GStreamer decoder that crashes or hangs (a real plugin, `tests/faults/gst-fault-plugin.c`,
+//!   compiled here and loaded through `GST_PLUGIN_PATH`) costs the job it was decoding, never
+//!   the service.
+//! - A full disk (a small tmpfs; these tests need root and skip without it): writes fail with
+//!   clear errors and lose nothing acknowledged; the box says so (503, LED fault) and gets
+//!   back to work once space returns. A read-only data dir stops the start with a clear error.
 
 mod common;
 
@@ -110,4 +115,204 @@ async fn a_decoder_that_hangs_is_killed_and_its_job_fails() {
     // No worker is left behind.
     let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
     assert!(children.trim().is_empty(), "worker processes left: {children}");
+}
+
+/// A tmpfs of `megabytes` mounted on a fresh directory (root only; `None` otherwise),
+/// unmounted when dropped.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(megabytes: u32) -> Option<SmallDisk> {
+        let dir = tempfile::tempdir().unwrap();
+        let size = format!("size={megabytes}m");
+        let mounted =
+            std::process::Command::new("mount").args(["-t", "tmpfs", "-o", &size, "tmpfs"]).arg(dir.path()).status();
+        mounted.is_ok_and(|s| s.success()).then_some(SmallDisk { dir })
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes a new filler file until the filesystem refuses more.
+    fn fill(&self) -> PathBuf {
+        use std::io::Write;
+        let path = self.path().join(format!("filler-{}", rand::random::<u32>()));
+        let mut file = std::fs::File::create(&path).unwrap();
+        let chunk = vec![0xA5u8; 64 * 1024];
+        while file.write_all(&chunk).is_ok() {}
+        let _ = file.sync_all();
+        path
+    }
+}
+
+impl SmallDisk {
+    /// Frees `bytes` by shortening a filler file.
+    fn make_room(filler: &Path, bytes: u64) {
+        let file = std::fs::OpenOptions::new().write(true).open(filler).unwrap();
+        let len = file.metadata().unwrap().len();
+        file.set_len(len.saturating_sub(bytes)).unwrap();
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(self.dir.path()).status();
+    }
+}
+
+/// Says `text` on the chat and returns the acknowledgement.
+async fn say(ws: &mut Ws, n: u64, text: &str) -> Value {
+    send_text(ws, &format!(r#"42{n}["chat:message",{{"text":"{text}"}}]"#)).await;
+    loop {
+        let frame = next_text(ws).await;
+        if let Some(body) = frame.strip_prefix(&format!("43{n}")) {
+            return serde_json::from_str::<Value>(body).unwrap()[0].clone();
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_fails_writes_cleanly_and_the_box_recovers_when_space_returns() {
+    let Some(disk) = SmallDisk::mount(48) else {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    };
+    add_user(disk.path(), "Acme", "admin@acme.test", "admin").await;
+    let env = [
+        ("TALLY_MIN_FREE_BYTES", "0"),
+        ("TALLY_STORAGE_LOW_BYTES", "4194304"),
+        ("TALLY_MEDIA__RETRY_BACKOFF_SECS", "1"),
+    ];
+    let mut tally = Tally::start(disk.path(), &env).await;
+    let token = tally.token("admin@acme.test").await;
+    let mut ws = tally.socket(&token).await;
+    let elsewhere = tempfile::tempdir().unwrap();
+    let clip = clip(elsewhere.path());
+    let mut said = vec!["before".to_owned()];
+    assert!(say(&mut ws, 0, "before").await.get("message").is_some());
+
+    // Full: chat keeps being acknowledged while the database's log has room, then refused.
+    let filler = disk.fill();
+    let mut n = 1;
+    let refused = loop {
+        let text = format!("while full {n} {}", "x".repeat(1500));
+        let answer = say(&mut ws, n, &text).await;
+        n += 1;
+        match answer.get("message") {
+            Some(_) => said.push(text),
+            None => break answer,
+        }
+        assert!(n < 5000, "the disk never filled");
+    };
+    assert_eq!(refused, serde_json::json!({"error": "the message could not be stored"}));
+    let upload = tally.upload(&token, Some("full"), "clip.mp4", &clip).await;
+    assert_eq!(upload.status, 507, "{}", upload.body);
+    let health = get(tally.addr, "/healthz").await;
+    assert_eq!(health.status, 503, "{}", health.body);
+    assert!(health.json()["storageError"].as_str().unwrap().contains("No space left"), "{}", health.body);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let device = tally.call(Method::GET, "/api/device", &token, None).await.json();
+        if device["led"]["state"] == "fault" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the LED never showed the fault: {device}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let reads = tally.call(Method::GET, "/api/videos", &token, None).await;
+    assert_eq!(reads.status, 200, "reads go on: {}", reads.body);
+
+    // Space back: the service stops by itself to reopen the database (systemd starts it again).
+    std::fs::remove_file(filler).unwrap();
+    let status = tally.exited(Duration::from_secs(15)).await;
+    assert_eq!(status.code(), Some(tally::app::RESTART_EXIT_CODE));
+    tally.restart().await;
+    let token = tally.token("admin@acme.test").await;
+    let mut ws = tally.socket(&token).await;
+    assert!(say(&mut ws, 0, "after").await.get("message").is_some());
+    let upload = tally.upload(&token, Some("after"), "clip.mp4", &clip).await;
+    assert_eq!(upload.status, 201, "{}", upload.body);
+    assert_eq!(get(tally.addr, "/healthz").await.status, 200);
+    let history = chat_history(&mut ws).await;
+    for text in &said {
+        assert!(history.contains(text), "acknowledged {text:.20} is gone");
+    }
+}
+
+#[tokio::test]
+async fn thumbnails_that_do_not_fit_are_retried_once_space_returns() {
+    let Some(disk) = SmallDisk::mount(48) else {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    };
+    add_user(disk.path(), "Acme", "editor@acme.test", "editor").await;
+    let env = [
+        ("TALLY_MIN_FREE_BYTES", "0"),
+        ("TALLY_STORAGE_LOW_BYTES", "4194304"),
+        ("TALLY_MEDIA__RETRY_BACKOFF_SECS", "1"),
+        ("TALLY_MEDIA__MAX_ATTEMPTS", "20"),
+    ];
+    let mut tally = Tally::start(disk.path(), &env).await;
+    let token = tally.token("editor@acme.test").await;
+    let elsewhere = tempfile::tempdir().unwrap();
+    let clip = clip(elsewhere.path());
+    // Full but for a little room, which the upload itself takes.
+    let filler = disk.fill();
+    SmallDisk::make_room(&filler, 256 * 1024);
+    let uploaded = tally.upload(&token, Some("tight"), "clip.mp4", &clip).await;
+    assert_eq!(uploaded.status, 201, "{}", uploaded.body);
+    let id = uploaded.json()["id"].as_str().unwrap().to_owned();
+    let more = disk.fill();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let video = tally.call(Method::GET, &format!("/api/videos/{id}"), &token, None).await.json();
+    assert_ne!(video["status"], "processed", "no room for thumbnails, yet processed: {video}");
+    assert_eq!(std::fs::read_dir(disk.path().join("tmp")).unwrap().count(), 0, "no scratch files left");
+
+    std::fs::remove_file(more).unwrap();
+    std::fs::remove_file(filler).unwrap();
+    // The job gets through, after a restart if the database had failed a write meanwhile.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        if let Some(status) = tally.has_exited() {
+            assert_eq!(status.code(), Some(tally::app::RESTART_EXIT_CODE));
+            tally.restart().await;
+        }
+        let reply = tally.call(Method::GET, &format!("/api/videos/{id}"), &token, None).await;
+        if reply.status == 200 && reply.json()["status"] == "processed" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never processed: {}", reply.body);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let thumbnails = std::fs::read_dir(disk.path().join("videos").join(&id)).unwrap().count();
+    assert_eq!(thumbnails, 3, "the original and two thumbnails");
+}
+
+#[tokio::test]
+async fn a_read_only_data_dir_stops_the_start_with_a_clear_error() {
+    let Some(disk) = SmallDisk::mount(16) else {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    };
+    add_user(disk.path(), "Acme", "editor@acme.test", "editor").await;
+    let remounted = std::process::Command::new("mount").args(["-o", "remount,ro"]).arg(disk.path()).status().unwrap();
+    assert!(remounted.success());
+    let out = tokio::time::timeout(
+        Duration::from_secs(20),
+        tokio::process::Command::new(common::process::TALLY)
+            .arg("serve")
+            .env("TALLY_DATA_DIR", disk.path())
+            .env("TALLY_PORT", "0")
+            .output(),
+    )
+    .await
+    .expect("tally gives up at once")
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("Read-only file system"), "{stderr}");
+    assert!(stderr.contains(&disk.path().display().to_string()), "names the data dir: {stderr}");
 }

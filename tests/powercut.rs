@@ -225,7 +225,7 @@ async fn check_after_restart(tally: &Tally, token: &str, data_dir: &Path, ledger
     let temp = std::fs::read_dir(data_dir.join("tmp")).map(|d| d.count()).unwrap_or(0);
     assert_eq!(temp, 0, "cut {iteration}: upload temp files left");
 
-    let history = chat_history(tally, token).await;
+    let history = chat_history(&mut tally.socket(token).await).await;
     for text in &said {
         assert!(history.contains(text), "cut {iteration}: acknowledged message {text:?} is gone");
     }
@@ -266,29 +266,4 @@ async fn list_videos(tally: &Tally, token: &str, iteration: usize) -> BTreeMap<S
             None => return videos,
         }
     }
-}
-
-/// Every chat message of the organization, paging back through the history.
-async fn chat_history(tally: &Tally, token: &str) -> BTreeSet<String> {
-    let mut ws = tally.socket(token).await;
-    let mut texts = BTreeSet::new();
-    let mut before: Option<String> = None;
-    for n in 0u64.. {
-        let options = match &before {
-            Some(id) => format!(r#"{{"before":"{id}"}}"#),
-            None => "{}".to_owned(),
-        };
-        send_text(&mut ws, &format!(r#"42{n}["chat:history",{options}]"#)).await;
-        let answer = loop {
-            let frame = next_text(&mut ws).await;
-            if let Some(body) = frame.strip_prefix(&format!("43{n}")) {
-                break serde_json::from_str::<Value>(body).unwrap();
-            }
-        };
-        let messages = answer[0]["messages"].as_array().expect("history").clone();
-        let Some(oldest) = messages.first() else { return texts };
-        before = oldest["id"].as_str().map(str::to_owned);
-        texts.extend(messages.iter().filter_map(|m| m["text"].as_str().map(str::to_owned)));
-    }
-    texts
 }

@@ -68,7 +68,9 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(what) => {
                 ApiError::new(StatusCode::CONFLICT, "conflict", format!("{what} already exists"))
             }
-            StoreError::Io(io) if is_disk_full(&io) => ApiError::insufficient_storage(),
+            StoreError::Io(io) | StoreError::Sled(sled::Error::Io(io)) if is_disk_full(&io) => {
+                ApiError::insufficient_storage()
+            }
             other => ApiError::internal("storage", other),
         }
     }

@@ -78,7 +78,13 @@ impl UploadForm {
             return Ok(None);
         };
         match field.name() {
-            Some("title") => Ok(Some(Field::Title(field.text().await.map_err(|e| multipart_error(e, self.max))?))),
+            Some("title") => {
+                let raw = field.bytes().await.map_err(|e| multipart_error(e, self.max))?;
+                // Not multer's lossy `text()`: garbage is refused, not turned into U+FFFDs.
+                let title = String::from_utf8(raw.to_vec())
+                    .map_err(|_| ApiError::bad_request("the title is not valid UTF-8"))?;
+                Ok(Some(Field::Title(title)))
+            }
             Some("file") if !self.seen_file => {
                 self.seen_file = true;
                 Ok(Some(Field::File(Box::new(FileField::new(field, self.max)?))))
@@ -136,5 +142,41 @@ fn multipart_error(error: multer::Error, max: u64) -> ApiError {
     match error {
         multer::Error::FieldSizeExceeded { .. } | multer::Error::StreamSizeExceeded { .. } => too_large(max),
         other => ApiError::bad_request(format!("malformed upload: {other}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn fields(body: &'static [u8]) -> Result<Vec<String>, ApiError> {
+        let chunks = futures_util::stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(body))]);
+        let mut form = UploadForm::new(chunks, "b".into(), 1024);
+        let mut seen = Vec::new();
+        while let Some(field) = form.next().await? {
+            match field {
+                Field::Title(title) => seen.push(format!("title {title}")),
+                Field::File(mut file) => {
+                    while file.chunk().await?.is_some() {}
+                    seen.push(format!("file {} {} {}", file.filename, file.ext, file.size()));
+                }
+            }
+        }
+        Ok(seen)
+    }
+
+    #[tokio::test]
+    async fn reads_a_title_and_a_file() {
+        let body = b"--b\r\nContent-Disposition: form-data; name=\"title\"\r\n\r\nHello\r\n--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"../x/Clip.MP4\"\r\n\r\n12345\r\n--b--\r\n";
+        assert_eq!(fields(body).await.unwrap(), ["title Hello", "file Clip.MP4 mp4 5"]);
+    }
+
+    #[tokio::test]
+    async fn refuses_a_title_that_is_not_utf8() {
+        // Found by the fuzzer (fuzz/regressions/multipart/title-lossy-utf8): lossy decoding
+        // made a title up to three times its byte limit.
+        let body = b"--b\r\nContent-Disposition: form-data; name=\"title\"\r\n\r\n\xff\xfe\r\n--b--\r\n";
+        let error = fields(body).await.unwrap_err();
+        assert_eq!((error.status, error.message.as_str()), (StatusCode::BAD_REQUEST, "the title is not valid UTF-8"));
     }
 }

@@ -46,6 +46,7 @@ impl Ops {
             "status": if health.ok() { "ok" } else { "unhealthy" },
             "storage": health.storage,
             "workers": health.workers,
+            "storageError": health.storage_error,
         });
         respond(status, "application/json", body.to_string())
     }

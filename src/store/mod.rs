@@ -14,6 +14,7 @@ mod sessions;
 mod videos;
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
@@ -79,6 +80,9 @@ pub struct Store {
     jobs: sled::Tree,
     chat: sled::Tree,
     files: VideoFiles,
+    /// The first write the database failed (a full disk, an I/O error). sled refuses every
+    /// write after one, so the store is read-only from then until the service restarts.
+    failure: Arc<Mutex<Option<String>>>,
 }
 
 impl Store {
@@ -109,6 +113,7 @@ impl Store {
             jobs: db.open_tree("jobs")?,
             chat: db.open_tree("chat")?,
             files: VideoFiles::new(data_dir)?,
+            failure: Arc::default(),
             db,
         };
         store.migrate()?;
@@ -122,8 +127,37 @@ impl Store {
 
     /// Makes every write so far durable. Call before acknowledging a change that matters.
     pub async fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush_async().await?;
+        let flushed = self.db.flush_async().await;
+        if let Err(error) = &flushed {
+            self.failed(error);
+        }
+        flushed?;
         Ok(())
+    }
+
+    /// Makes pending writes durable now, to learn whether the database can still write.
+    /// Blocking; cheap when nothing is pending.
+    pub fn check_writable(&self) -> Result<(), String> {
+        if let Some(failure) = self.failure() {
+            return Err(failure);
+        }
+        self.db.flush().map(drop).map_err(|error| {
+            self.failed(&error);
+            error.to_string()
+        })
+    }
+
+    /// Why the database stopped taking writes, if it did (see [`Store::check_writable`]).
+    pub fn failure(&self) -> Option<String> {
+        self.failure.lock().ok()?.clone()
+    }
+
+    fn failed(&self, error: &sled::Error) {
+        let Ok(mut failure) = self.failure.lock() else { return };
+        if failure.is_none() {
+            tracing::error!(%error, "the database failed a write; it takes no more until the service restarts");
+            *failure = Some(error.to_string());
+        }
     }
 
     pub fn schema_version(&self) -> Result<Option<u32>, StoreError> {

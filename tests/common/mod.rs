@@ -302,3 +302,28 @@ impl TestApp {
         self.running.stop().await;
     }
 }
+
+/// Every chat message text of the socket's organization, paging back through the history
+/// (`chat:history` with acks numbered from 1000).
+pub async fn chat_history(ws: &mut Ws) -> std::collections::BTreeSet<String> {
+    let mut texts = std::collections::BTreeSet::new();
+    let mut before: Option<String> = None;
+    for n in 1000u64.. {
+        let options = match &before {
+            Some(id) => format!(r#"{{"before":"{id}"}}"#),
+            None => "{}".to_owned(),
+        };
+        send_text(ws, &format!(r#"42{n}["chat:history",{options}]"#)).await;
+        let answer = loop {
+            let frame = next_text(ws).await;
+            if let Some(body) = frame.strip_prefix(&format!("43{n}")) {
+                break serde_json::from_str::<serde_json::Value>(body).unwrap();
+            }
+        };
+        let messages = answer[0]["messages"].as_array().expect("history").clone();
+        let Some(oldest) = messages.first() else { return texts };
+        before = oldest["id"].as_str().map(str::to_owned);
+        texts.extend(messages.iter().filter_map(|m| m["text"].as_str().map(str::to_owned)));
+    }
+    texts
+}

@@ -108,6 +108,19 @@ impl Tally {
         tokio::time::timeout(Duration::from_secs(15), child.wait()).await.expect("exits after SIGTERM").unwrap()
     }
 
+    /// Waits (at most `within`) for the service to exit by itself.
+    pub async fn exited(&mut self, within: Duration) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        tokio::time::timeout(within, child.wait()).await.expect("the service exits by itself").unwrap()
+    }
+
+    /// How the service ended, if it has (without waiting).
+    pub fn has_exited(&mut self) -> Option<std::process::ExitStatus> {
+        let status = self.child.as_mut()?.try_wait().ok()??;
+        self.child = None;
+        Some(status)
+    }
+
     pub async fn restart(&mut self) {
         self.kill().await;
         self.spawn().await;

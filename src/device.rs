@@ -142,6 +142,14 @@ impl Device {
         Health { storage: storage_error.is_none(), workers: self.jobs.healthy(), storage_error }
     }
 
+    /// Whether the process should keep its systemd watchdog petted: workers alive and the
+    /// database readable. A database that failed a write is not a reason: restarting on a
+    /// full disk would only lose the reads that still work, and the monitor restarts the
+    /// service itself once space is back.
+    pub fn alive(&self) -> bool {
+        self.jobs.healthy() && self.store.schema_version().is_ok()
+    }
+
     /// Resolves once the service should restart to recover (see the module's notes).
     pub async fn restart_requested(&self) {
         let wanted = self.restart_wanted.notified();

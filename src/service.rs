@@ -1,6 +1,7 @@
 //! Talking to systemd (`Type=notify`): READY=1 once the service listens with its storage open,
-//! STATUS= with what the status LED shows, WATCHDOG=1 from the runtime only while storage and
-//! the job workers are healthy (so a wedged box is restarted), and STOPPING=1 on the way out.
+//! STATUS= with what the status LED shows, WATCHDOG=1 from the runtime only while the database
+//! reads and the job workers are alive (so a wedged box is restarted; see [`Device::alive`]),
+//! and STOPPING=1 on the way out.
 //! Outside systemd (no `NOTIFY_SOCKET`) every call is a no-op.
 //!
 //! Door: [`ready`], [`follow_status`], [`start_watchdog`], [`stopping`].
@@ -46,8 +47,8 @@ fn status_line(device: &Device) -> String {
     format!("{state}; {running} video{} in work", if running == 1 { "" } else { "s" })
 }
 
-/// Pets systemd's watchdog at half its period while the box is healthy. A stalled runtime
-/// or a failed health check stops the petting and systemd restarts the service.
+/// Pets systemd's watchdog at half its period while the box is alive. A stalled runtime or
+/// a dead worker or database stops the petting and systemd restarts the service.
 pub fn start_watchdog(device: &Arc<Device>) {
     let Some(period) = sd_notify::watchdog_enabled() else { return };
     tracing::info!(?period, "systemd watchdog enabled");
@@ -58,17 +59,18 @@ pub fn start_watchdog(device: &Arc<Device>) {
         loop {
             tick.tick().await;
             let Some(device) = device.upgrade() else { return };
-            let health = device.health();
-            if health.ok() {
+            let alive = device.alive();
+            if alive {
                 notify(&[NotifyState::Watchdog]);
             } else if was_healthy {
+                let health = device.health();
                 tracing::error!(
                     storage = health.storage,
                     workers = health.workers,
-                    "unhealthy: no longer petting the watchdog"
+                    "not alive: no longer petting the watchdog"
                 );
             }
-            was_healthy = health.ok();
+            was_healthy = alive;
         }
     });
 }

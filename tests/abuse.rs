@@ -144,7 +144,7 @@ async fn ten_thousand_polls_with_bogus_sids_open_nothing() {
         assert_eq!(statuses.keys().copied().collect::<Vec<_>>(), [400], "{statuses:?}");
         let metrics = get(addr, "/metrics").await.body;
         assert!(metrics.contains("tally_connections{transport=\"polling\"} 0"), "{metrics}");
-        format!("10,000 polls with unknown sids, all 400")
+        "10,000 polls with unknown sids, all 400".to_owned()
     })
     .await;
 }

@@ -47,7 +47,7 @@ impl Default for RecoveryConfig {
             skip_middleware: false,
             max_backlog_packets: 10_000,
             max_backlog_bytes: 4 << 20,
-            max_sessions: 10_000,
+            max_sessions: 2_000,
         }
     }
 }

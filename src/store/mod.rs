@@ -65,6 +65,9 @@ fn abort<T>(error: StoreError) -> Result<T, ConflictableTransactionError<StoreEr
     Err(ConflictableTransactionError::Abort(error))
 }
 
+/// sled's page cache.
+const CACHE_BYTES: u64 = 16 << 20;
+
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,
@@ -94,7 +97,9 @@ impl Store {
         // sled's periodic flush stays on although every acknowledged change is flushed anyway:
         // without its flusher thread, a dropped database lets go of its file lock only when
         // sled's I/O pool is done with it, so a reopen in the same process can find it locked.
-        let db = sled::Config::new().path(&path).open().map_err(|error| match error {
+        // sled caches up to 1 GiB of pages by default: on a Pi that is most of the memory,
+        // and RSS would creep up with the chat history. The working set is small.
+        let db = sled::Config::new().path(&path).cache_capacity(CACHE_BYTES).open().map_err(|error| match error {
             // sled wraps the failed flock in a custom error; its text is all there is to match.
             sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
                 StoreError::Locked { path: path.clone() }

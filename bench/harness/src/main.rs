@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use scenarios::{footprint, media, realtime, streaming};
+use scenarios::{footprint, media, realtime, soak, streaming};
 use server::{Paths, Peer};
 
 // Below Linux's ephemeral range (32768 and up), so none of the load generator's own outgoing
@@ -27,6 +27,7 @@ use server::{Paths, Peer};
 const REALTIME_PORT: u16 = 21100;
 const HTTP_PORT: u16 = 21200;
 const FOOTPRINT_PORT: u16 = 21300;
+const SOAK_PORT: u16 = 21400;
 
 #[derive(Parser)]
 #[command(about = "Tally side by side with its peers; see bench/README.md")]
@@ -62,6 +63,15 @@ struct Args {
     /// With --hold: also emit a fan-out to the room every this many milliseconds.
     #[arg(long)]
     emit_every_ms: Option<u64>,
+    /// Instead of benchmarking, soak `tally serve` for this many minutes (see
+    /// scenarios/soak.rs); the report goes to --soak-out and a leak fails the run.
+    #[arg(long)]
+    soak: Option<f64>,
+    #[arg(long, default_value = "target/soak.md")]
+    soak_out: PathBuf,
+    /// With --soak: sockets connected in each wave.
+    #[arg(long, default_value_t = 1000)]
+    wave: usize,
 }
 
 #[tokio::main]
@@ -75,6 +85,15 @@ async fn main() -> anyhow::Result<()> {
         return realtime::hold(port, args.room, args.emit_every_ms.map(Duration::from_millis)).await;
     }
     let paths = Paths { root: std::fs::canonicalize(&args.root)? };
+    if let Some(minutes) = args.soak {
+        let settings =
+            soak::Settings { duration: Duration::from_secs_f64(minutes * 60.0), wave: args.wave, port: SOAK_PORT };
+        let report = soak::run(&paths, &settings).await?;
+        println!("{report}");
+        std::fs::write(&args.soak_out, &report)?;
+        eprintln!("soak report written to {}", args.soak_out.display());
+        return Ok(());
+    }
     let wants = |group: &str| args.only.is_empty() || args.only.iter().any(|g| g == group);
     let repetitions = if args.smoke { 1 } else { args.repetitions.max(1) };
     let mut tables = Vec::new();

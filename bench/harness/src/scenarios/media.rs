@@ -97,7 +97,7 @@ fn children_cpu() -> Duration {
     time(usage.ru_utime) + time(usage.ru_stime)
 }
 
-async fn make_video(file: &Path, width: u32, height: u32, seconds: u32) -> anyhow::Result<()> {
+pub(crate) async fn make_video(file: &Path, width: u32, height: u32, seconds: u32) -> anyhow::Result<()> {
     let caps = format!("video/x-raw,format=I420,width={width},height={height},framerate=30/1");
     let status = Command::new("gst-launch-1.0")
         .args(["-q", "videotestsrc", "pattern=smpte", "horizontal-speed=6"])

@@ -3,4 +3,5 @@
 pub mod footprint;
 pub mod media;
 pub mod realtime;
+pub mod soak;
 pub mod streaming;

@@ -126,7 +126,7 @@ async fn write_source(path: &Path, size: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn add_user(paths: &Paths, data: &Path) -> anyhow::Result<()> {
+pub(crate) async fn add_user(paths: &Paths, data: &Path) -> anyhow::Result<()> {
     let mut child = Command::new(paths.tally())
         .args(["user", "add", "--org", "bench", "--email", EMAIL, "--role", "admin"])
         .env("TALLY_DATA_DIR", data)
@@ -141,7 +141,7 @@ async fn add_user(paths: &Paths, data: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn login(port: u16) -> anyhow::Result<String> {
+pub(crate) async fn login(port: u16) -> anyhow::Result<String> {
     let request = Request::post("/api/auth/login")
         .header(header::CONTENT_TYPE, "application/json")
         .body(body(serde_json::json!({ "email": EMAIL, "password": PASSWORD }).to_string()))?;
@@ -199,7 +199,7 @@ async fn upload_once(service: &Server, token: &str, source: &Path, size: u64) ->
     Ok((size as f64 / elapsed.as_secs_f64(), growth, id))
 }
 
-async fn delete_video(port: u16, token: &str, id: &str) -> anyhow::Result<()> {
+pub(crate) async fn delete_video(port: u16, token: &str, id: &str) -> anyhow::Result<()> {
     let request = Request::delete(format!("/api/videos/{id}"))
         .header(header::AUTHORIZATION, format!("Bearer {token}"))
         .body(body(Bytes::new()))?;

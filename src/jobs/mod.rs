@@ -301,6 +301,8 @@ impl Jobs {
             tokio::fs::File::open(&temp).await?.sync_all().await?;
             tokio::fs::rename(&temp, &path).await?;
         }
+        // The renames themselves must survive a power cut before the record says "processed".
+        tokio::fs::File::open(files.dir(&video.id)).await?.sync_all().await?;
         Ok(())
     }
 }

@@ -80,6 +80,17 @@ async fn upload_and_fail(tally: &Tally, dir: &Path) -> (String, Duration) {
     }
 }
 
+/// The child processes of `pid`, whichever of its threads started them.
+fn children(pid: u32) -> Vec<u32> {
+    let tasks =
+        std::fs::read_dir(format!("/proc/{pid}/task")).map(|d| d.flatten().collect::<Vec<_>>()).unwrap_or_default();
+    tasks
+        .iter()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|list| list.split_whitespace().filter_map(|c| c.parse().ok()).collect::<Vec<u32>>())
+        .collect()
+}
+
 /// The same process still serves: health, login, another upload.
 async fn still_serving(tally: &Tally, pid: u32) {
     assert_eq!(tally.pid(), pid);
@@ -112,9 +123,7 @@ async fn a_decoder_that_hangs_is_killed_and_its_job_fails() {
     assert!(error.contains("stalled") || error.contains("hung and was killed"), "{error}");
     assert!(took < Duration::from_secs(20), "took {took:?}");
     still_serving(&tally, pid).await;
-    // No worker is left behind.
-    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
-    assert!(children.trim().is_empty(), "worker processes left: {children}");
+    assert_eq!(children(pid), Vec::<u32>::new(), "no worker is left behind");
 }
 
 /// A tmpfs of `megabytes` mounted on a fresh directory (root only; `None` otherwise),
@@ -315,4 +324,30 @@ async fn a_read_only_data_dir_stops_the_start_with_a_clear_error() {
     assert!(!out.status.success());
     assert!(stderr.contains("Read-only file system"), "{stderr}");
     assert!(stderr.contains(&disk.path().display().to_string()), "names the data dir: {stderr}");
+}
+
+#[tokio::test]
+async fn a_media_worker_dies_with_the_service() {
+    let dir = tempfile::tempdir().unwrap();
+    // A hanging decoder keeps the worker busy for as long as the test needs.
+    let mut tally = tally_with_faulty_decoder(dir.path(), "hang").await;
+    let token = tally.token("editor@acme.test").await;
+    let uploaded = tally.upload(&token, Some("stuck"), "clip.mp4", &clip(dir.path())).await;
+    assert_eq!(uploaded.status, 201);
+    let pid = tally.pid();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let worker: u32 = loop {
+        if let Some(&child) = children(pid).first() {
+            break child;
+        }
+        assert!(Instant::now() < deadline, "no media worker started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    tally.kill().await;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    // Gone, or a zombie nobody will reap (its parent is gone too): not running either way.
+    while std::fs::read_to_string(format!("/proc/{worker}/stat")).is_ok_and(|stat| !stat.contains(") Z ")) {
+        assert!(Instant::now() < deadline, "the media worker outlived the service");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

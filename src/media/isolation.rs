@@ -7,6 +7,11 @@
 //! reads back. The parent kills the child when the job is cancelled, or when it has said
 //! nothing for longer than its own watchdog allows (a plugin stuck where no watchdog can
 //! reach it). A child that dies without its last line fails the job with how it died.
+//!
+//! The child holds the read end of a pipe whose write end only the parent has: when the
+//! parent dies (SIGKILL, a power-cut test), the child reads end-of-file and exits at once
+//! rather than finishing a job nobody waits for and writing into a data dir that a new
+//! service is already tidying.
 
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
@@ -46,6 +51,7 @@ pub struct Settings {
 
 /// The child's side: processes `input` and reports on stdout. Returns the exit code.
 pub fn run_child(settings: &Settings, input: &Path) -> i32 {
+    exit_with_parent();
     let say = |line: &Line| match serde_json::to_string(line) {
         // One write per line; the parent reads lines.
         Ok(text) => {
@@ -93,6 +99,17 @@ pub fn run_child(settings: &Settings, input: &Path) -> i32 {
     }
 }
 
+/// Exits the process as soon as stdin reaches its end: the parent is gone.
+fn exit_with_parent() {
+    std::thread::spawn(|| {
+        use std::io::Read;
+        let mut sink = [0u8; 64];
+        let mut stdin = std::io::stdin().lock();
+        while matches!(stdin.read(&mut sink), Ok(n) if n > 0) {}
+        std::process::exit(2);
+    });
+}
+
 /// The service's side: runs each job in a fresh child of `program` (the `tally` binary).
 pub struct Isolated {
     program: PathBuf,
@@ -131,7 +148,8 @@ impl Isolated {
             .arg("--settings")
             .arg(settings)
             .arg(input)
-            .stdin(Stdio::null())
+            // Never written: the child watches it to learn that the service died.
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)

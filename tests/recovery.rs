@@ -161,3 +161,45 @@ async fn a_backlog_that_overflowed_starts_the_client_afresh_rather_than_with_a_g
     assert_eq!(back["recovered"], false, "{back}");
     assert_ne!(back["sid"], first["sid"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disconnect_handler_may_emit_when_a_broadcast_overflows_a_client() {
+    // The overflow closes the slow client while the broadcast holds the backlog; the handler
+    // that then runs emits itself: it must not wait on that broadcast.
+    let io = SocketIo::new(SocketIoConfig { recovery: Some(RecoveryConfig::default()), ..SocketIoConfig::default() });
+    let main = io.of("/");
+    main.on_disconnect(|socket, _| {
+        socket.namespace().emit("left", json!([socket.id().to_string()]));
+    });
+    let engine = io.engine(EngineConfig { max_buffered_packets: 8, ..EngineConfig::default() });
+    let server = Server::start(Router::new().mount_engine("/socket.io/", engine)).await;
+    let mut slow = ws_connect(server.addr, "/socket.io/?EIO=4&transport=websocket").await.unwrap();
+    next_text(&mut slow).await;
+    send_text(&mut slow, "40").await;
+    next_text(&mut slow).await;
+    let mut watcher = ws_connect(server.addr, "/socket.io/?EIO=4&transport=websocket").await.unwrap();
+    next_text(&mut watcher).await;
+    send_text(&mut watcher, "40").await;
+    next_text(&mut watcher).await;
+
+    // The watcher keeps reading, through the flood, to the slow client's farewell.
+    let farewell = tokio::spawn(async move {
+        loop {
+            let frame = next_text(&mut watcher).await;
+            if frame.starts_with(r#"42["left""#) {
+                return frame;
+            }
+        }
+    });
+    let namespace = main.clone();
+    let flood = tokio::task::spawn_blocking(move || {
+        let big = "x".repeat(100_000);
+        for _ in 0..300 {
+            namespace.emit("big", json!([big]));
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(20), flood).await.expect("the broadcast never finished").unwrap();
+    let left = tokio::time::timeout(Duration::from_secs(20), farewell).await.expect("the disconnect handler's event");
+    let left = left.unwrap();
+    assert!(left.contains(r#"42["left""#));
+}

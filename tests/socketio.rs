@@ -428,9 +428,10 @@ async fn a_client_that_does_not_read_is_cut_loose() {
     post(h.server.addr, &url, "40").await;
     // Never polling: the queue holds the CONNECT ack and `auth`, then the flood overflows it.
     post(h.server.addr, &url, r#"42["flood",50]"#).await;
-    // The overflow closes the connection inside the emit, so the disconnect is seen first.
-    assert_eq!(h.observed("").await, "disconnect:transport error");
+    // The overflow fails the emit at once; the close follows from a task of its own, so no
+    // disconnect handler runs inside the emitter's locks.
     assert_eq!(h.observed("").await, "flood-stopped:the client's outgoing buffer is full; the connection was closed");
+    assert_eq!(h.observed("").await, "disconnect:transport error");
     assert_eq!(get(h.server.addr, &url).await.status, 400);
 }
 

@@ -297,13 +297,17 @@ impl Engine {
 
     fn create_session(self: &Arc<Self>, transport: Transport, info: RequestInfo) -> Arc<Session> {
         let sid: Sid = random_id().into();
-        let session = Arc::new(Session::new(
-            sid.clone(),
-            transport,
-            Arc::new(info),
-            self.config.max_buffered_packets,
-            Arc::downgrade(self),
-        ));
+        let info = Arc::new(info);
+        let session = Arc::new_cyclic(|me| {
+            Session::new(
+                sid.clone(),
+                transport,
+                info,
+                self.config.max_buffered_packets,
+                Arc::downgrade(self),
+                me.clone(),
+            )
+        });
         if let Ok(mut sessions) = self.sessions.write() {
             sessions.insert(sid, session.clone());
         }

@@ -164,6 +164,9 @@ pub struct Session {
     pub(super) posting: AtomicBool,
     connection: Mutex<Option<Arc<dyn Connection>>>,
     engine: Weak<Engine>,
+    me: Weak<Session>,
+    /// The outgoing buffer overflowed once; the close it calls for is under way.
+    overflowed: AtomicBool,
 }
 
 impl std::fmt::Debug for Session {
@@ -179,6 +182,7 @@ impl Session {
         request: Arc<RequestInfo>,
         max_buffered: usize,
         engine: Weak<Engine>,
+        me: Weak<Session>,
     ) -> Session {
         Session {
             sid,
@@ -191,6 +195,8 @@ impl Session {
             posting: AtomicBool::new(false),
             connection: Mutex::new(None),
             engine,
+            me,
+            overflowed: AtomicBool::new(false),
         }
     }
 
@@ -229,9 +235,18 @@ impl Session {
             Ok(()) => Ok(()),
             Err(Full) => {
                 // A client that does not read would make us hold its backlog forever: cut it
-                // loose. It reconnects and the layer above decides what it missed.
-                tracing::warn!(sid = %self.sid, "outgoing buffer full, closing the session");
-                self.close(CloseReason::TransportError);
+                // loose. It reconnects and the layer above decides what it missed. Closing
+                // runs the layers above (socket teardown, disconnect handlers that may emit),
+                // which must not run inside whatever lock the sender holds: a task does it.
+                if !self.overflowed.swap(true, Ordering::AcqRel) {
+                    tracing::warn!(sid = %self.sid, "outgoing buffer full, closing the session");
+                    match (self.me.upgrade(), tokio::runtime::Handle::try_current()) {
+                        (Some(me), Ok(runtime)) => {
+                            runtime.spawn(async move { me.close(CloseReason::TransportError) });
+                        }
+                        _ => self.close(CloseReason::TransportError),
+                    }
+                }
                 Err(SendError::BufferFull)
             }
         }

@@ -172,6 +172,24 @@ impl Drop for SmallDisk {
     }
 }
 
+/// `tally serve` with one user on a fresh 48 MiB tmpfs, the LED's storage-low mark at 4 MiB
+/// and no free-space reserve; `None` (the test skips) without root.
+async fn tally_on_small_disk(email: &str, role: &str, extra: &[(&str, &str)]) -> Option<(SmallDisk, Tally)> {
+    let Some(disk) = SmallDisk::mount(48) else {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return None;
+    };
+    add_user(disk.path(), "Acme", email, role).await;
+    let mut env = vec![
+        ("TALLY_MIN_FREE_BYTES", "0"),
+        ("TALLY_STORAGE_LOW_BYTES", "4194304"),
+        ("TALLY_MEDIA__RETRY_BACKOFF_SECS", "1"),
+    ];
+    env.extend_from_slice(extra);
+    let tally = Tally::start(disk.path(), &env).await;
+    Some((disk, tally))
+}
+
 /// Says `text` on the chat and returns the acknowledgement.
 async fn say(ws: &mut Ws, n: u64, text: &str) -> Value {
     send_text(ws, &format!(r#"42{n}["chat:message",{{"text":"{text}"}}]"#)).await;
@@ -185,17 +203,7 @@ async fn say(ws: &mut Ws, n: u64, text: &str) -> Value {
 
 #[tokio::test]
 async fn a_full_disk_fails_writes_cleanly_and_the_box_recovers_when_space_returns() {
-    let Some(disk) = SmallDisk::mount(48) else {
-        eprintln!("skipped: mounting a tmpfs needs root");
-        return;
-    };
-    add_user(disk.path(), "Acme", "admin@acme.test", "admin").await;
-    let env = [
-        ("TALLY_MIN_FREE_BYTES", "0"),
-        ("TALLY_STORAGE_LOW_BYTES", "4194304"),
-        ("TALLY_MEDIA__RETRY_BACKOFF_SECS", "1"),
-    ];
-    let mut tally = Tally::start(disk.path(), &env).await;
+    let Some((disk, mut tally)) = tally_on_small_disk("admin@acme.test", "admin", &[]).await else { return };
     let token = tally.token("admin@acme.test").await;
     let mut ws = tally.socket(&token).await;
     let elsewhere = tempfile::tempdir().unwrap();
@@ -253,18 +261,8 @@ async fn a_full_disk_fails_writes_cleanly_and_the_box_recovers_when_space_return
 
 #[tokio::test]
 async fn thumbnails_that_do_not_fit_are_retried_once_space_returns() {
-    let Some(disk) = SmallDisk::mount(48) else {
-        eprintln!("skipped: mounting a tmpfs needs root");
-        return;
-    };
-    add_user(disk.path(), "Acme", "editor@acme.test", "editor").await;
-    let env = [
-        ("TALLY_MIN_FREE_BYTES", "0"),
-        ("TALLY_STORAGE_LOW_BYTES", "4194304"),
-        ("TALLY_MEDIA__RETRY_BACKOFF_SECS", "1"),
-        ("TALLY_MEDIA__MAX_ATTEMPTS", "20"),
-    ];
-    let mut tally = Tally::start(disk.path(), &env).await;
+    let attempts = [("TALLY_MEDIA__MAX_ATTEMPTS", "20")];
+    let Some((disk, mut tally)) = tally_on_small_disk("editor@acme.test", "editor", &attempts).await else { return };
     let token = tally.token("editor@acme.test").await;
     let elsewhere = tempfile::tempdir().unwrap();
     let clip = clip(elsewhere.path());

@@ -206,7 +206,9 @@ impl Store {
             let (key, raw) = entry?;
             let video: Video = serde_json::from_slice(&raw)?;
             if !self.files.original(&video.id, &video.ext).exists() {
+                // A deletion cut short: finish it, thumbnails and directory too.
                 self.videos.remove(key)?;
+                self.files.remove(&video.id)?;
                 orphan_records += 1;
             }
         }
@@ -254,6 +256,41 @@ mod tests {
             store.db.flush().unwrap();
         }
         assert!(matches!(Store::open(dir.path()), Err(StoreError::TooNew { .. })));
+    }
+
+    #[test]
+    fn a_deletion_cut_short_is_finished_at_the_next_start() {
+        // Found by the power-cut soak: the files were gone but for a thumbnail, and the
+        // record's removal had not been flushed.
+        let dir = tempfile::tempdir().unwrap();
+        let video = Video {
+            id: new_id(),
+            org_id: "org".into(),
+            title: "t".into(),
+            filename: "t.mp4".into(),
+            ext: "mp4".into(),
+            content_type: "video/mp4".into(),
+            size: 1,
+            status: VideoStatus::Processed,
+            uploaded_by: "u".into(),
+            created_at: 0,
+            updated_at: 0,
+            metadata: None,
+            sensitivity: None,
+            has_thumbnail: true,
+            progress: None,
+            error: None,
+        };
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store.insert_video(&video).unwrap();
+            std::fs::create_dir_all(store.files().dir(&video.id)).unwrap();
+            std::fs::write(store.files().thumbnail(&video.id, "card"), b"jpeg").unwrap();
+            store.db.flush().unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert!(store.video("org", &video.id).unwrap().is_none());
+        assert!(!store.files().dir(&video.id).exists());
     }
 
     #[test]

@@ -86,8 +86,9 @@ impl Store {
         updated.ok_or(StoreError::NotFound)
     }
 
-    /// Removes the record, then the files: a crash in between leaves only files without a
-    /// record, which the next start removes.
+    /// Removes the record, then the files. The record's removal is durable only at the next
+    /// flush, so a crash can leave files without their record, or a record whose files are
+    /// partly gone; the next start finishes either deletion.
     pub fn delete_video(&self, org_id: &str, id: &str) -> Result<Video, StoreError> {
         let raw = self.videos.remove(key(org_id, id))?.ok_or(StoreError::NotFound)?;
         let video: Video = decode(&raw)?;

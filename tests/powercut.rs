@@ -263,15 +263,21 @@ async fn check_after_restart(
     }
 }
 
-/// Every video once none is waiting or in work (30 s at most): jobs end processed or failed.
+/// Every video once none is waiting or in work: jobs end processed or failed. Failing means
+/// 30 s without one more job settling (a slow machine is not a stuck job).
 async fn wait_until_settled(tally: &Tally, token: &str, iteration: usize) -> BTreeMap<String, Value> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut fewest = usize::MAX;
     loop {
         let videos = list_videos(tally, token, iteration).await;
         let unsettled: Vec<&Value> =
             videos.values().filter(|v| !matches!(v["status"].as_str(), Some("processed" | "failed"))).collect();
         if unsettled.is_empty() {
             return videos;
+        }
+        if unsettled.len() < fewest {
+            fewest = unsettled.len();
+            deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         }
         assert!(
             tokio::time::Instant::now() < deadline,

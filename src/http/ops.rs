@@ -42,12 +42,14 @@ impl Ops {
     fn health(&self) -> Response<Body> {
         let health = self.device.health();
         let status = if health.ok() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "status": if health.ok() { "ok" } else { "unhealthy" },
             "storage": health.storage,
             "workers": health.workers,
-            "storageError": health.storage_error,
         });
+        if let Some(error) = &health.storage_error {
+            body["storageError"] = serde_json::json!(error);
+        }
         respond(status, "application/json", body.to_string())
     }
 

@@ -166,12 +166,29 @@ async fn call(
 
 /// Says numbered messages on the organization chat, one after the other, each acknowledged.
 async fn chatter(addr: std::net::SocketAddr, token: String, ledger: Arc<Mutex<Ledger>>) {
-    let Ok(mut ws) = tokio::time::timeout(Duration::from_secs(5), Tally::attach(addr).socket(&token)).await else {
+    // The server may be gone already: give up quietly rather than panic in this task.
+    let Ok(Ok(mut ws)) =
+        tokio::time::timeout(Duration::from_secs(5), ws_connect(addr, "/socket.io/?EIO=4&transport=websocket")).await
+    else {
         return;
     };
+    if next_message(&mut ws).await.is_none() {
+        return;
+    }
+    let connect = format!(r#"40{{"token":"{token}"}}"#);
+    if futures_util::SinkExt::send(&mut ws, tokio_tungstenite::tungstenite::Message::text(connect)).await.is_err() {
+        return;
+    }
+    match next_message(&mut ws).await {
+        Some(tokio_tungstenite::tungstenite::Message::Text(ack)) if ack.starts_with("40{") => {}
+        _ => return,
+    }
     for n in 0u64.. {
         let text = format!("message {}-{n}", rand::random::<u32>());
-        send_text(&mut ws, &format!(r#"42{n}["chat:message",{{"text":"{text}"}}]"#)).await;
+        let message = format!(r#"42{n}["chat:message",{{"text":"{text}"}}]"#);
+        if futures_util::SinkExt::send(&mut ws, tokio_tungstenite::tungstenite::Message::text(message)).await.is_err() {
+            return;
+        }
         loop {
             let Some(tokio_tungstenite::tungstenite::Message::Text(frame)) = next_message(&mut ws).await else {
                 return;

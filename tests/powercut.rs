@@ -69,7 +69,12 @@ async fn acknowledged_work_survives_random_power_cuts() {
     let dir = tempfile::tempdir().unwrap();
     add_user(dir.path(), "Acme", "editor@acme.test", "editor").await;
     let clips: Vec<Arc<Vec<u8>>> = (0..4).map(|shade| Arc::new(clip(dir.path(), shade * 60))).collect();
-    let settings = [("TALLY_MEDIA__RETRY_BACKOFF_SECS", "1"), ("TALLY_STORAGE_LOW_BYTES", "0")];
+    // One login for the whole run, which can outlast the default 15-minute access token.
+    let settings = [
+        ("TALLY_MEDIA__RETRY_BACKOFF_SECS", "1"),
+        ("TALLY_STORAGE_LOW_BYTES", "0"),
+        ("TALLY_ACCESS_TOKEN_TTL_SECS", "86400"),
+    ];
     let mut tally = Tally::start(dir.path(), &settings).await;
     let token = tally.token("editor@acme.test").await;
     let ledger = Arc::new(Mutex::new(Ledger::default()));

@@ -183,13 +183,13 @@ fn judge(samples: &[Sample], settings: &Settings) -> anyhow::Result<String> {
     let final_sample = samples.last().map_or((0, 0), |s| (s.sockets_seen, s.uploads));
 
     let mut report = format!(
-        "## Soak: {} min, waves of {} sockets\n\n\
+        "## Soak: {:.1} min, waves of {} sockets\n\n\
          {} sockets joined and left, {} uploads processed or failing, chat every 100 ms.\n\n\
          | | middle third | last third | growth |\n| --- | --- | --- | --- |\n\
          | RSS (MiB) | {:.1} | {:.1} | {:+.1} |\n| open fds | {:.1} | {:.1} | {:+.1} |\n\n\
          RSS slope after the warm-up third: {:+.1} MiB/hour.\n\n\
          | t (s) | RSS (MiB) | fds | sockets so far | uploads |\n| --- | --- | --- | --- | --- |\n",
-        settings.duration.as_secs() / 60,
+        settings.duration.as_secs_f64() / 60.0,
         settings.wave,
         final_sample.0,
         final_sample.1,

@@ -21,14 +21,17 @@ use crate::jobs::Jobs;
 use crate::led::{Led, LedConfig, backend};
 use crate::media::Media;
 
-/// `tally serve` exits with this (EX_TEMPFAIL) to be started again: systemd's
-/// `Restart=on-failure` does it.
-pub const RESTART_EXIT_CODE: i32 = 75;
 use crate::media::isolation::Isolated;
 use crate::metrics::Metrics;
 use crate::service;
+pub use crate::shutdown::RESTART_EXIT_CODE;
+use crate::shutdown::{Deadline, Exit};
 use crate::socketio::SocketIo;
-use crate::store::Store;
+use crate::store::{StorageFault, Store, StoreError};
+
+/// Of the shutdown budget, at most this much is kept back for the steps after the HTTP
+/// drain: requeueing jobs and the final flush.
+const SHUTDOWN_RESERVE: Duration = Duration::from_secs(3);
 
 pub struct App {
     pub config: Config,
@@ -38,16 +41,17 @@ pub struct App {
     pub jobs: Arc<Jobs>,
     pub device: Arc<Device>,
     pub router: Arc<Router>,
+    housekeeping: tokio::task::AbortHandle,
 }
 
 impl App {
     pub fn new(config: Config) -> anyhow::Result<App> {
         let keys = Arc::new(TokenKeys::load_or_create(&config.data_dir)?);
-        let store = Store::open(&config.data_dir)
+        let store = Store::open_with(&config.data_dir, config.flush_timeout())
             .with_context(|| format!("opening the database in {}", config.data_dir.display()))?;
         let io = SocketIo::new(config.socketio());
         events::install(&io, keys.clone(), Arc::new(store.clone()));
-        crate::chat::install(&io, store.clone());
+        crate::chat::install(&io, store.clone(), &config.chat);
         let media = Arc::new(Media::new(config.media.pipeline()).context("starting GStreamer")?);
         let hardware_decoder = media.hardware_available();
         let news = VideoNews::new(io.clone(), keys.clone(), Duration::from_secs(config.media_url_ttl_secs));
@@ -66,6 +70,7 @@ impl App {
             config.media.decoder,
             hardware_decoder,
             config.storage_low_bytes,
+            config.flush_timeout(),
         ));
         let admins = io.clone();
         device.start_monitor(move |status| {
@@ -86,7 +91,8 @@ impl App {
         http::ui::preload();
         let engine = io.engine(config.engine());
         let router = Arc::new(Router::new().mount_engine(&config.realtime.path, engine).mount_api(api).mount_ops(ops));
-        Ok(App { config, keys, store, io, jobs, device, router })
+        let housekeeping = crate::housekeeping::start(store.clone(), config.retention(), config.housekeeping_every());
+        Ok(App { config, keys, store, io, jobs, device, router, housekeeping })
     }
 
     /// Whether the service stopped to be started again (its database failed a write and
@@ -101,8 +107,11 @@ impl App {
     }
 
     /// Serves until `shutdown` resolves (or the box needs a restart to recover, see
-    /// [`App::restart_needed`]), then tells every client the server is going away.
-    pub async fn run(&self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+    /// [`App::restart_needed`]), then stops within the configured shutdown budget: requests
+    /// in flight finish (those still going at the drain deadline are dropped), clients are
+    /// disconnected at the transport so they reconnect by themselves, running jobs go back to
+    /// the queue and the store is made durable. Says how it went.
+    pub async fn run(&self, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Exit {
         self.device.ready();
         service::ready(&self.device);
         service::follow_status(&self.device);
@@ -114,14 +123,29 @@ impl App {
                 () = device.restart_requested() => {}
             }
         };
-        http::serve(listener, self.router.clone(), stop).await;
+        let connections = http::serve(listener, self.router.clone(), stop).await;
+        let deadline = Deadline::after(self.config.shutdown_timeout());
+        let reserve = SHUTDOWN_RESERVE.min(self.config.shutdown_timeout() / 3);
         service::stopping();
+        self.housekeeping.abort();
         for engine in self.router.engines() {
             engine.close_all(CloseReason::ServerShuttingDown);
         }
-        self.jobs.stop().await;
-        if let Err(error) = self.store.flush().await {
-            tracing::error!(%error, "the final flush failed");
+        let cut = connections.drain(deadline.remaining_but(reserve)).await;
+        if cut > 0 {
+            tracing::warn!(connections = cut, "requests still in flight at the drain deadline were dropped");
+        }
+        if tokio::time::timeout(deadline.remaining_but(reserve / 2), self.jobs.stop()).await.is_err() {
+            tracing::warn!("the job workers did not stop in time; the next start requeues their jobs");
+        }
+        let flush_within = deadline.remaining().min(self.config.flush_timeout());
+        match self.store.close(flush_within).await {
+            Ok(()) if self.restart_needed() => Exit::Restart,
+            Ok(()) => Exit::Stopped,
+            // It has refused writes since it failed one (a full disk), so all it acknowledged
+            // is durable; space is back, and only a fresh start lets it write again.
+            Err(StoreError::Unavailable(StorageFault::Failed { .. })) if self.restart_needed() => Exit::Restart,
+            Err(error) => Exit::Unfinished(format!("the database could not be made durable: {error}")),
         }
     }
 }

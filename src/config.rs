@@ -11,12 +11,14 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+use crate::chat::ChatConfig;
 use crate::engineio::EngineConfig;
 use crate::http::api::ApiConfig;
 use crate::jobs::JobsConfig;
 use crate::led::LedConfig;
 use crate::media::{DecoderMode, MediaConfig};
 use crate::socketio::{RecoveryConfig, SocketIoConfig};
+use crate::store::Retention;
 
 /// Where the service looks for its config file when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/tally/config.toml";
@@ -46,7 +48,15 @@ pub struct Config {
     pub secure_cookies: bool,
     pub login_attempts_per_minute: u32,
     pub login_attempts_per_address_per_minute: u32,
+    /// A database flush that takes longer fails the writes waiting on it (503) and counts as
+    /// stalled storage (health, LED, watchdog), in ms.
+    pub storage_flush_timeout_ms: u64,
+    /// SIGTERM ends the process within this long, in ms.
+    pub shutdown_timeout_ms: u64,
+    /// How often the housekeeping prunes what has outlived its retention, in seconds.
+    pub housekeeping_every_secs: u64,
     pub realtime: RealtimeConfig,
+    pub chat: ChatConfig,
     pub media: MediaSettings,
     pub led: LedConfig,
 }
@@ -71,6 +81,9 @@ pub struct MediaSettings {
     /// The `tally` binary that runs each job in a child process (`tally media-worker`);
     /// unset: this very program.
     pub worker: Option<PathBuf>,
+    /// Jobs that failed for good are kept this many days, for diagnosis (the video keeps its
+    /// error regardless).
+    pub keep_failed_jobs_days: u64,
 }
 
 impl Default for MediaSettings {
@@ -86,6 +99,7 @@ impl Default for MediaSettings {
             decoder: media.decoder,
             hardware_decoders: media.hardware_decoders,
             worker: None,
+            keep_failed_jobs_days: 7,
         }
     }
 }
@@ -125,7 +139,11 @@ impl Default for Config {
             secure_cookies: false,
             login_attempts_per_minute: 10,
             login_attempts_per_address_per_minute: 30,
+            storage_flush_timeout_ms: crate::store::DEFAULT_FLUSH_TIMEOUT.as_millis() as u64,
+            shutdown_timeout_ms: 10_000,
+            housekeeping_every_secs: 600,
             realtime: RealtimeConfig::default(),
+            chat: ChatConfig::default(),
             media: MediaSettings::default(),
             led: LedConfig::default(),
         }
@@ -144,6 +162,10 @@ pub struct RealtimeConfig {
     pub max_payload: usize,
     pub max_buffered_packets: usize,
     pub max_attachments: usize,
+    /// Engine.IO sessions held at most (each costs a few KB); handshakes past it get 503.
+    pub max_sessions: usize,
+    /// Sessions per client address that have not yet passed the token check.
+    pub max_pending_per_address: usize,
     /// Connection state recovery on the app namespace: a client that drops and comes back
     /// within `recovery_window_ms` gets its socket back and every event it missed.
     pub recovery: bool,
@@ -165,6 +187,8 @@ impl Default for RealtimeConfig {
             max_payload: engine.max_payload,
             max_buffered_packets: engine.max_buffered_packets,
             max_attachments: socketio.max_attachments,
+            max_sessions: engine.max_sessions,
+            max_pending_per_address: engine.max_pending_per_address,
             recovery: true,
             recovery_window_ms: RecoveryConfig::default().max_disconnection.as_millis() as u64,
             recovery_skip_middleware: false,
@@ -192,6 +216,28 @@ impl Config {
         figment.merge(env).extract().map_err(Box::new)
     }
 
+    pub fn flush_timeout(&self) -> Duration {
+        Duration::from_millis(self.storage_flush_timeout_ms.max(1))
+    }
+
+    /// What the housekeeping keeps.
+    pub fn retention(&self) -> Retention {
+        let days = |n: u64| Duration::from_secs(n.saturating_mul(24 * 3600));
+        Retention {
+            chat_messages: self.chat.keep_messages,
+            chat_age: (self.chat.keep_days > 0).then(|| days(self.chat.keep_days)),
+            failed_jobs: days(self.media.keep_failed_jobs_days),
+        }
+    }
+
+    pub fn housekeeping_every(&self) -> Duration {
+        Duration::from_secs(self.housekeeping_every_secs)
+    }
+
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_millis(self.shutdown_timeout_ms)
+    }
+
     pub fn engine(&self) -> EngineConfig {
         let r = &self.realtime;
         EngineConfig {
@@ -201,6 +247,8 @@ impl Config {
             upgrade_timeout: Duration::from_millis(r.upgrade_timeout_ms),
             max_buffered_packets: r.max_buffered_packets,
             cors_origins: self.cors_origins.clone(),
+            max_sessions: r.max_sessions,
+            max_pending_per_address: r.max_pending_per_address,
         }
     }
 

@@ -69,6 +69,8 @@ struct EchoConnection(Arc<Session>);
 
 impl engineio::Handler for Echo {
     fn on_open(&self, session: Arc<Session>) -> Arc<dyn Connection> {
+        // Nothing to check above the echo: every session is admitted as it opens.
+        session.admit();
         Arc::new(EchoConnection(session))
     }
 }

@@ -2,17 +2,22 @@
 //! `device:status`), whether it is healthy (`/healthz`), and the conditions the status LED
 //! shows. A monitor looks at the box every couple of seconds; nothing here blocks for long.
 //!
-//! When the database has failed a write (a full disk) the box is unhealthy and the LED shows
-//! a fault; reads go on. Once space is back the monitor asks for a restart
-//! ([`Device::restart_requested`]), since only a fresh start lets the database write again.
+//! Storage health is judged by writes, not reads: a prober writes a small record through the
+//! store's flusher every couple of seconds ([`Store::probe`]). A flush stuck past its deadline,
+//! or a probe that fails or is long overdue, makes the box unhealthy (`/healthz` 503, LED
+//! fault) and stops the systemd watchdog, so a disk that never answers gets the service
+//! restarted. When the database has failed a write (a full disk) the box is unhealthy too and
+//! reads go on; the watchdog carries on there (a restart would only lose the reads), and once
+//! space is back the monitor asks for a restart ([`Device::restart_requested`]), since only a
+//! fresh start lets the database write again.
 //!
 //! Door: [`Device::new`], then [`Device::start_monitor`], [`Device::status`] and
 //! [`Device::health`].
 
 use std::fs;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -21,12 +26,27 @@ use tokio::sync::Notify;
 use crate::jobs::Jobs;
 use crate::led::{IDENTIFY_FOR, Led, LedState};
 use crate::media::DecoderMode;
-use crate::store::Store;
+use crate::store::{StorageFault, Store, StoreError};
 
 /// How often the monitor looks at the box.
 const MONITOR_EVERY: Duration = Duration::from_secs(2);
+/// How often the prober writes through the flusher.
+const PROBE_EVERY: Duration = Duration::from_secs(2);
 /// A failed video keeps the LED in `attention` this long.
 const ATTENTION_FOR: Duration = Duration::from_secs(10 * 60);
+
+/// What the last health probe (a small write through the flusher) found.
+#[derive(Debug, Clone)]
+enum Probe {
+    /// None has finished yet; the database was flushed as it opened.
+    Pending(Instant),
+    Passed(Instant),
+    /// It failed: `stuck` when the write path hangs, rather than refuses (a full disk).
+    Failed {
+        reason: String,
+        stuck: bool,
+    },
+}
 
 pub struct Device {
     started: Instant,
@@ -38,6 +58,9 @@ pub struct Device {
     storage_low_bytes: u64,
     restart: AtomicBool,
     restart_wanted: Notify,
+    probe: Mutex<Probe>,
+    /// A probe that has not passed for this long is overdue: the write path is stuck.
+    probe_overdue: Duration,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -106,6 +129,7 @@ impl Device {
         decoder: DecoderMode,
         hardware_decoder: bool,
         storage_low_bytes: u64,
+        flush_timeout: Duration,
     ) -> Device {
         Device {
             started: Instant::now(),
@@ -117,6 +141,8 @@ impl Device {
             storage_low_bytes,
             restart: AtomicBool::new(false),
             restart_wanted: Notify::new(),
+            probe: Mutex::new(Probe::Pending(Instant::now())),
+            probe_overdue: PROBE_EVERY * 2 + flush_timeout * 2,
         }
     }
 
@@ -134,20 +160,51 @@ impl Device {
     }
 
     pub fn health(&self) -> Health {
-        let storage_error = match (self.store.failure(), self.store.schema_version()) {
-            (Some(failure), _) => Some(failure),
-            (None, Err(error)) => Some(error.to_string()),
-            (None, Ok(_)) => None,
-        };
+        let storage_error = self.storage_problem().map(|(reason, _)| reason);
         Health { storage: storage_error.is_none(), workers: self.jobs.healthy(), storage_error }
     }
 
-    /// Whether the process should keep its systemd watchdog petted: workers alive and the
-    /// database readable. A database that failed a write is not a reason: restarting on a
-    /// full disk would only lose the reads that still work, and the monitor restarts the
-    /// service itself once space is back.
+    /// What is wrong with storage, if anything, and whether it is stuck (rather than refusing
+    /// writes, as on a full disk).
+    fn storage_problem(&self) -> Option<(String, bool)> {
+        if let Some(fault) = self.store.fault() {
+            let stuck = matches!(fault, StorageFault::Stalled(_));
+            return Some((fault.to_string(), stuck));
+        }
+        if let Err(error) = self.store.schema_version() {
+            return Some((format!("the database cannot be read: {error}"), true));
+        }
+        let probe = self.probe.lock().map(|probe| probe.clone()).unwrap_or(Probe::Pending(Instant::now()));
+        match probe {
+            Probe::Failed { reason, stuck } => Some((reason, stuck)),
+            Probe::Pending(since) | Probe::Passed(since) if since.elapsed() > self.probe_overdue => {
+                Some((format!("no write has got through for {} s", since.elapsed().as_secs()), true))
+            }
+            Probe::Pending(_) | Probe::Passed(_) => None,
+        }
+    }
+
+    /// Whether the process should keep its systemd watchdog petted: workers alive, the
+    /// database readable and its writes not stuck. A database that refuses writes (a full
+    /// disk) is not a reason: restarting would only lose the reads that still work, and the
+    /// monitor restarts the service itself once space is back.
     pub fn alive(&self) -> bool {
-        self.jobs.healthy() && self.store.schema_version().is_ok()
+        self.jobs.healthy() && !self.storage_problem().is_some_and(|(_, stuck)| stuck)
+    }
+
+    /// One probe: a small write through the flusher, at most the flush deadline (and a bit).
+    async fn probe_storage(&self) {
+        let outcome = match self.store.probe().await {
+            Ok(()) => Probe::Passed(Instant::now()),
+            Err(error) => {
+                let stuck =
+                    matches!(error, StoreError::TimedOut(_) | StoreError::Unavailable(StorageFault::Stalled(_)));
+                Probe::Failed { reason: format!("a test write failed: {error}"), stuck }
+            }
+        };
+        if let Ok(mut probe) = self.probe.lock() {
+            *probe = outcome;
+        }
     }
 
     /// Resolves once the service should restart to recover (see the module's notes).
@@ -193,8 +250,18 @@ impl Device {
     }
 
     /// Looks at the box every couple of seconds and keeps the LED's conditions current;
-    /// `on_change` hears about every change of what the LED shows.
+    /// `on_change` hears about every change of what the LED shows. A prober of its own writes
+    /// through the flusher, so a stuck write never delays the LED.
     pub fn start_monitor(self: &Arc<Self>, on_change: impl Fn(&DeviceStatus) + Send + 'static) {
+        let prober = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(PROBE_EVERY);
+            loop {
+                tick.tick().await;
+                let Some(device) = prober.upgrade() else { return };
+                device.probe_storage().await;
+            }
+        });
         let device = Arc::downgrade(self);
         let mut shown = self.led.watch();
         tokio::spawn(async move {
@@ -203,9 +270,6 @@ impl Device {
                 tokio::select! {
                     _ = tick.tick() => {
                         let Some(device) = device.upgrade() else { return };
-                        let store = device.store.clone();
-                        // A flush may touch the disk: off the runtime's threads.
-                        let _ = tokio::task::spawn_blocking(move || store.check_writable()).await;
                         device.observe();
                     }
                     changed = shown.changed() => {
@@ -225,7 +289,8 @@ impl Device {
         let free = self.store.files().available_space().ok();
         let low = free.is_some_and(|free| free < self.storage_low_bytes);
         self.led.set(LedState::StorageLow, low);
-        if self.store.failure().is_some() && !low && !self.restart.swap(true, Ordering::AcqRel) {
+        let failed = matches!(self.store.fault(), Some(StorageFault::Failed { .. }));
+        if failed && !low && !self.restart.swap(true, Ordering::AcqRel) {
             tracing::warn!(?free, "space is back after the database failed a write: restarting to reopen it");
             self.restart_wanted.notify_waiters();
         }

@@ -2,7 +2,9 @@
 //!
 //! Layers depend one way: [`engineio`] (transport) → [`socketio`] (protocol) → [`events`]
 //! (the application's real-time events). [`http`] serves them; [`auth`] issues and checks
-//! tokens; [`config`] reads settings; [`app`] assembles the service.
+//! tokens; [`config`] reads settings; [`store`] keeps state, made durable through its one
+//! flusher; [`housekeeping`] keeps it bounded; [`app`] assembles the service and
+//! [`shutdown`] ends it in bounded time.
 
 pub mod app;
 pub mod auth;
@@ -12,6 +14,7 @@ pub mod conformance;
 pub mod device;
 pub mod engineio;
 pub mod events;
+pub mod housekeeping;
 pub mod http;
 pub mod jobs;
 pub mod led;
@@ -19,5 +22,6 @@ pub mod logging;
 pub mod media;
 pub mod metrics;
 pub mod service;
+pub mod shutdown;
 pub mod socketio;
 pub mod store;

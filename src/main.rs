@@ -11,6 +11,7 @@ use tally::auth::{Role, TokenKeys, password};
 use tally::config::Config;
 use tally::logging::{self, LogFormat};
 use tally::media::isolation;
+use tally::shutdown::{self, Exit};
 use tally::store::{NewUser, Store};
 
 #[derive(Parser)]
@@ -166,8 +167,7 @@ fn add_user(config: &Config, org_name: &str, email: &str, role: Role) -> anyhow:
         None => store.create_org(org_name)?,
     };
     let user = store.create_user(NewUser { org_id: &org.id, email, role, password_hash })?;
-    let runtime = tokio::runtime::Builder::new_current_thread().build().context("starting the runtime")?;
-    runtime.block_on(store.flush())?;
+    store.durable_blocking()?;
     println!("added {} ({:?}) to organization {} [user {}, org {}]", user.email, user.role, org.name, user.id, org.id);
     Ok(())
 }
@@ -186,34 +186,28 @@ fn read_password() -> anyhow::Result<String> {
 }
 
 fn serve(config: Config) -> anyhow::Result<()> {
+    // Signals first, on a thread of their own: a shutdown must be able to start, and end,
+    // whatever the runtime is doing (see `tally::shutdown`).
+    let mut stop = shutdown::on_signal(config.shutdown_timeout()).context("listening for SIGTERM")?;
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
-    runtime.block_on(async {
+    let exit = runtime.block_on(async {
         let app = App::new(config)?;
         let listener = app.listen()?;
         tracing::info!(addr = %listener.local_addr()?, data_dir = %app.config.data_dir.display(), version = env!("CARGO_PKG_VERSION"), "tally listening");
-        app.run(listener, shutdown_signal()).await;
-        if app.restart_needed() {
-            tracing::warn!(code = tally::app::RESTART_EXIT_CODE, "tally stopped to be started again");
-            drop(app);
-            std::process::exit(tally::app::RESTART_EXIT_CODE);
-        }
-        tracing::info!("tally stopped");
-        Ok(())
-    })
-}
-
-async fn shutdown_signal() {
-    let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(signal) => signal,
-        Err(error) => {
-            tracing::warn!(%error, "cannot listen for SIGTERM");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate.recv() => {}
+        let exit = app
+            .run(listener, async move {
+                let _ = stop.wait_for(|stopping| *stopping).await;
+            })
+            .await;
+        anyhow::Ok(exit)
+    })?;
+    match &exit {
+        Exit::Stopped => tracing::info!("tally stopped"),
+        Exit::Restart => tracing::warn!(code = exit.code(), "tally stopped to be started again"),
+        Exit::Unfinished(reason) => tracing::error!(code = exit.code(), reason, "tally stopped without finishing"),
     }
-    tracing::info!("shutting down");
+    // Everything acknowledged is durable, or the exit code says it could not be: the process
+    // ends here, without waiting on threads that may be stuck in the kernel (a flush that never
+    // returns would otherwise hold the runtime's drop, and sled's, forever).
+    std::process::exit(exit.code());
 }

@@ -42,6 +42,8 @@ pub struct Metrics {
     disk_free: Gauge,
     disk_total: Gauge,
     healthy: Gauge,
+    durable_writes: Counter,
+    flushes: Counter,
 }
 
 /// The levels read at scrape time.
@@ -54,6 +56,9 @@ pub struct Snapshot {
     pub disk_free_bytes: u64,
     pub disk_total_bytes: u64,
     pub healthy: bool,
+    /// Writes that waited to be durable, and the flushes that made them so (the store counts).
+    pub durable_writes: u64,
+    pub flushes: u64,
 }
 
 impl Metrics {
@@ -85,6 +90,10 @@ impl Metrics {
         );
         let healthy = Gauge::default();
         registry.register("healthy", "1 when storage and the job workers are healthy", healthy.clone());
+        let durable_writes = Counter::default();
+        registry.register("storage_durable_writes", "Writes acknowledged once durable", durable_writes.clone());
+        let flushes = Counter::default();
+        registry.register("storage_flushes", "Database flushes, each for every write waiting", flushes.clone());
         Metrics {
             registry: Mutex::new(registry),
             connections,
@@ -95,6 +104,8 @@ impl Metrics {
             disk_free,
             disk_total,
             healthy,
+            durable_writes,
+            flushes,
         }
     }
 
@@ -121,9 +132,13 @@ impl Metrics {
         self.disk_total.set(i64::try_from(snapshot.disk_total_bytes).unwrap_or(i64::MAX));
         self.healthy.set(i64::from(snapshot.healthy));
         let mut out = String::new();
-        if let Ok(registry) = self.registry.lock()
-            && let Err(error) = encode(&mut out, &registry)
-        {
+        let Ok(registry) = self.registry.lock() else { return out };
+        // The store keeps the totals; the counters catch up with them, one scrape at a time
+        // (under the registry's lock), so two scrapes never both add the same gap.
+        for (counter, total) in [(&self.durable_writes, snapshot.durable_writes), (&self.flushes, snapshot.flushes)] {
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
+        if let Err(error) = encode(&mut out, &registry) {
             tracing::error!(%error, "encoding metrics failed");
         }
         out

@@ -8,7 +8,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::process::{Tally, add_user};
+use common::process::{Tally, UNLIMITED_CHAT, add_user};
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -75,7 +75,8 @@ async fn survive<F: Future<Output = String>>(tally: &Tally, token: &str, name: &
 async fn started() -> (tempfile::TempDir, Tally, String) {
     let dir = tempfile::tempdir().unwrap();
     add_user(dir.path(), "Acme", "editor@acme.test", "editor").await;
-    let tally = Tally::start(dir.path(), &[("TALLY_LOGIN_ATTEMPTS_PER_MINUTE", "1000")]).await;
+    let settings = [("TALLY_LOGIN_ATTEMPTS_PER_MINUTE", "1000"), UNLIMITED_CHAT[0], UNLIMITED_CHAT[1]];
+    let tally = Tally::start(dir.path(), &settings).await;
     let token = tally.token("editor@acme.test").await;
     (dir, tally, token)
 }
@@ -169,12 +170,16 @@ async fn oversized_frames_and_connect_floods_are_shed() {
         }
         assert_eq!(closed, 50);
         // 200 connections each firing 100 CONNECTs with a bad token, then 200 sockets firing
-        // 100 duplicate CONNECTs with a good one, without reading a byte of the answers.
+        // 100 duplicate CONNECTs with a good one, without reading a byte of the answers. The
+        // forged ones never pass the token check, so past the per-address cap on handshakes
+        // in waiting, further connections from this address are refused (503).
         let mut floods = tokio::task::JoinSet::new();
         for i in 0..400 {
             let token = if i % 2 == 0 { "forged".to_owned() } else { flood_token.clone() };
             floods.spawn(async move {
-                let mut ws = ws_connect(addr, "/socket.io/?EIO=4&transport=websocket").await.unwrap();
+                let Ok(mut ws) = ws_connect(addr, "/socket.io/?EIO=4&transport=websocket").await else {
+                    return 1;
+                };
                 for _ in 0..100 {
                     let connect = format!(r#"40{{"token":"{token}"}}"#);
                     if futures_util::SinkExt::send(&mut ws, tokio_tungstenite::tungstenite::Message::text(connect))
@@ -185,11 +190,17 @@ async fn oversized_frames_and_connect_floods_are_shed() {
                     }
                 }
                 tokio::time::sleep(Duration::from_millis(500)).await;
+                0
             });
         }
-        while floods.join_next().await.is_some() {}
+        let mut refused = 0;
+        while let Some(outcome) = floods.join_next().await {
+            refused += outcome.unwrap();
+        }
         let sockets = eventually_sockets(addr, 1).await;
-        format!("50 x 2 MB frames closed; 400 x 100 CONNECTs; {sockets} socket left (the victim's)")
+        format!(
+            "50 x 2 MB frames closed; 400 x 100 CONNECTs ({refused} connections refused at the handshake cap); {sockets} socket left (the victim's)"
+        )
     })
     .await;
 }

@@ -135,5 +135,9 @@ async fn health_and_metrics_for_fleet_monitoring() {
     assert_eq!(sample(&text, "tally_processing_seconds_count"), Some(0.0), "only successes are timed");
     assert!(sample(&text, "tally_disk_free_bytes").is_some_and(|free| free > 0.0), "{text}");
     assert_eq!(sample(&text, "tally_healthy"), Some(1.0));
+    // Login, upload and job outcome waited to be durable; the health probe writes too.
+    let writes = sample(&text, "tally_storage_durable_writes_total").unwrap_or(0.0);
+    let flushes = sample(&text, "tally_storage_flushes_total").unwrap_or(0.0);
+    assert!(writes >= 3.0 && flushes >= 1.0 && flushes <= writes, "{text}");
     assert!(text.ends_with("# EOF\n"), "OpenMetrics text ends with # EOF");
 }

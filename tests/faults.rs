@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::fixtures::{Painter, Spec, fill, make_video};
-use common::process::{Tally, add_user};
+use common::process::{Tally, UNLIMITED_CHAT, add_user};
 use common::*;
 use hyper::Method;
 use serde_json::Value;
@@ -185,20 +185,10 @@ async fn tally_on_small_disk(email: &str, role: &str, extra: &[(&str, &str)]) ->
         ("TALLY_STORAGE_LOW_BYTES", "4194304"),
         ("TALLY_MEDIA__RETRY_BACKOFF_SECS", "1"),
     ];
+    env.extend_from_slice(&UNLIMITED_CHAT);
     env.extend_from_slice(extra);
     let tally = Tally::start(disk.path(), &env).await;
     Some((disk, tally))
-}
-
-/// Says `text` on the chat and returns the acknowledgement.
-async fn say(ws: &mut Ws, n: u64, text: &str) -> Value {
-    send_text(ws, &format!(r#"42{n}["chat:message",{{"text":"{text}"}}]"#)).await;
-    loop {
-        let frame = next_text(ws).await;
-        if let Some(body) = frame.strip_prefix(&format!("43{n}")) {
-            return serde_json::from_str::<Value>(body).unwrap()[0].clone();
-        }
-    }
 }
 
 #[tokio::test]

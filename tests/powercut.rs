@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::fixtures::{Painter, Spec, fill, make_video};
-use common::process::{Tally, add_user, multipart};
+use common::process::{Tally, UNLIMITED_CHAT, add_user, multipart};
 use common::*;
 use hyper::Method;
 use rand::rngs::StdRng;
@@ -74,6 +74,8 @@ async fn acknowledged_work_survives_random_power_cuts() {
         ("TALLY_MEDIA__RETRY_BACKOFF_SECS", "1"),
         ("TALLY_STORAGE_LOW_BYTES", "0"),
         ("TALLY_ACCESS_TOKEN_TTL_SECS", "86400"),
+        UNLIMITED_CHAT[0],
+        UNLIMITED_CHAT[1],
     ];
     let mut tally = Tally::start(dir.path(), &settings).await;
     let token = tally.token("editor@acme.test").await;

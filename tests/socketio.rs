@@ -486,3 +486,48 @@ async fn nothing_is_left_behind_when_clients_go() {
     })
     .await;
 }
+
+/// The status of a fresh polling handshake (200, or 503 past the caps).
+async fn polling_handshake(h: &Harness) -> Reply {
+    get(h.server.addr, "/socket.io/?EIO=4&transport=polling").await
+}
+
+#[tokio::test]
+async fn handshakes_in_waiting_are_capped_per_address_and_sessions_overall() {
+    let engine = EngineConfig { max_pending_per_address: 3, max_sessions: 5, ..tally::conformance::engine_config() };
+    let h = Harness::with(engine, tally::conformance::socketio_config()).await;
+    // Three sessions that never get past the token check hold this address's places.
+    let mut waiting = Vec::new();
+    for _ in 0..3 {
+        let (mut ws, _) = h.open().await;
+        send_text(&mut ws, r#"40/guarded,{"pass":"no"}"#).await;
+        assert!(next_text(&mut ws).await.starts_with("44/guarded,"));
+        waiting.push(ws);
+    }
+    let refused = polling_handshake(&h).await;
+    assert_eq!(refused.status, 503, "{}", refused.body);
+    assert_eq!(refused.headers["retry-after"], "5");
+    assert!(refused.body.contains("awaiting their handshake"), "{}", refused.body);
+    let upgrade = ws_connect(h.server.addr, "/socket.io/?EIO=4&transport=websocket").await;
+    assert!(
+        matches!(&upgrade, Err(tokio_tungstenite::tungstenite::Error::Http(r)) if r.status() == 503),
+        "{:?}",
+        upgrade.map(|_| ())
+    );
+
+    // One passes the check: its place is free again, for a client that joins at once.
+    send_text(&mut waiting[0], r#"40/guarded,{"pass":"ok"}"#).await;
+    assert!(next_text(&mut waiting[0]).await.starts_with("40/guarded,"));
+    let (mut admitted, _) = h.open().await;
+    send_text(&mut admitted, "40").await;
+    assert!(next_text(&mut admitted).await.starts_with("40{"));
+    // One goes away: its place is free too.
+    drop(waiting.pop());
+    eventually("the closed session's place is given back", || h.engine.session_count() == 3).await;
+    let (_fourth, _) = h.open().await;
+    let (_fifth, _) = h.open().await;
+    // Five sessions in all: the box is full, whatever the address.
+    let full = polling_handshake(&h).await;
+    assert_eq!(full.status, 503, "{}", full.body);
+    assert!(full.body.contains("Too many sessions\""), "{}", full.body);
+}

@@ -45,7 +45,12 @@ async fn serve(port: u16) -> anyhow::Result<()> {
     namespace.on("fanout", |socket, payload, _ack| {
         socket.namespace().to(ROOM).emit("tick", payload);
     });
-    let router = Arc::new(Router::new().mount_engine("/socket.io/", io.engine(EngineConfig::default())));
+    // The peers have no cap on sessions, and the load generator is one address opening
+    // thousands at once: the product's caps (10,000 sessions, 64 handshakes in waiting per
+    // address) are lifted here, so every server takes the same load.
+    let engine =
+        EngineConfig { max_sessions: usize::MAX, max_pending_per_address: usize::MAX, ..EngineConfig::default() };
+    let router = Arc::new(Router::new().mount_engine("/socket.io/", io.engine(engine)));
     let listener = tally::http::bind(SocketAddr::from(([127, 0, 0, 1], port)))?;
     println!("listening on {}", listener.local_addr()?);
     tally::http::serve(listener, router, std::future::pending()).await;

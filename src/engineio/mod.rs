@@ -4,6 +4,12 @@
 //! websocket, keeps them alive with pings and hands whole messages to the layer above through
 //! [`Handler`] and [`Connection`]. It knows nothing of Socket.IO.
 //!
+//! Bounded by design: at most [`EngineConfig::max_sessions`] sessions, and at most
+//! [`EngineConfig::max_pending_per_address`] per client address that the layer above has not
+//! yet admitted ([`Session::admit`]: for Socket.IO, joined a namespace, past its token check).
+//! Past either, a handshake is refused with 503 and `Retry-After`, and clients retry later.
+//! A session keeps only the few request headers the layer above may need ([`KEPT_HEADERS`]).
+//!
 //! Door: [`Engine::new`] then [`Engine::handle`] for every HTTP request under the mount path.
 
 mod cors;
@@ -14,8 +20,8 @@ pub mod session;
 mod websocket;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -41,6 +47,10 @@ pub struct EngineConfig {
     pub max_buffered_packets: usize,
     /// Origins allowed to use the polling transport cross-origin (exact `scheme://host[:port]`).
     pub cors_origins: Vec<String>,
+    /// Sessions held at most; handshakes past it are refused.
+    pub max_sessions: usize,
+    /// Sessions not yet admitted by the layer above, per client address.
+    pub max_pending_per_address: usize,
 }
 
 impl Default for EngineConfig {
@@ -52,6 +62,8 @@ impl Default for EngineConfig {
             upgrade_timeout: Duration::from_millis(10_000),
             max_buffered_packets: 1024,
             cors_origins: Vec::new(),
+            max_sessions: 10_000,
+            max_pending_per_address: 64,
         }
     }
 }
@@ -70,36 +82,82 @@ pub trait Connection: Send + Sync + 'static {
     fn on_close(&self, reason: CloseReason);
 }
 
+/// The request headers a session keeps (for the layer above: where the page came from, and
+/// what it is). Everything else, cookies and credentials included, is dropped at the
+/// handshake: a session can live for hours.
+pub const KEPT_HEADERS: [header::HeaderName; 3] = [header::ORIGIN, header::HOST, header::USER_AGENT];
+/// A kept header value longer than this is dropped rather than held.
+pub const MAX_KEPT_HEADER_BYTES: usize = 512;
+
 /// The parts of the opening HTTP request the layer above may want (its handshake).
 #[derive(Debug, Clone)]
 pub struct RequestInfo {
+    /// Only [`KEPT_HEADERS`], each at most [`MAX_KEPT_HEADER_BYTES`].
     pub headers: HeaderMap,
     pub query: String,
     pub remote: SocketAddr,
 }
 
 impl RequestInfo {
-    /// Keeps a copy of `headers` that owns its bytes. hyper's header values are slices of the
-    /// connection's 8 KiB read buffer; holding them for a session's life would hold that buffer
-    /// too, the largest part of an idle connection's memory.
+    /// Keeps a copy of the [`KEPT_HEADERS`] that owns its bytes. hyper's header values are
+    /// slices of the connection's 8 KiB read buffer; holding them for a session's life would
+    /// hold that buffer too, the largest part of an idle connection's memory.
     pub fn new(headers: &HeaderMap, query: String, remote: SocketAddr) -> RequestInfo {
-        let mut values = Vec::with_capacity(headers.iter().map(|(_, v)| v.len()).sum());
-        for value in headers.values() {
-            values.extend_from_slice(value.as_bytes());
-        }
-        let values = Bytes::from(values);
-        let mut owned = HeaderMap::with_capacity(headers.len());
-        let mut at = 0;
-        for (name, value) in headers {
-            let end = at + value.len();
-            // The bytes were a valid header value a moment ago, so this cannot fail.
-            if let Ok(mut copy) = header::HeaderValue::from_maybe_shared(values.slice(at..end)) {
-                copy.set_sensitive(value.is_sensitive());
-                owned.append(name.clone(), copy);
+        let mut kept = HeaderMap::with_capacity(KEPT_HEADERS.len());
+        for name in &KEPT_HEADERS {
+            for value in headers.get_all(name) {
+                if value.len() > MAX_KEPT_HEADER_BYTES {
+                    continue;
+                }
+                // The bytes were a valid header value a moment ago, so this cannot fail.
+                if let Ok(copy) = header::HeaderValue::from_bytes(value.as_bytes()) {
+                    kept.append(name.clone(), copy);
+                }
             }
-            at = end;
         }
-        RequestInfo { headers: owned, query, remote }
+        RequestInfo { headers: kept, query, remote }
+    }
+}
+
+/// Why a handshake was refused; the client is told to come back later (503).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    TooManySessions,
+    TooManyPending,
+}
+
+impl Refusal {
+    fn response(self) -> Response<Full<Bytes>> {
+        let message = match self {
+            Refusal::TooManySessions => "Too many sessions",
+            Refusal::TooManyPending => "Too many sessions from this address awaiting their handshake",
+        };
+        let body = serde_json::json!({ "code": ErrorCode::Forbidden as u8, "message": message }).to_string();
+        Response::builder()
+            .status(StatusCode::SERVICE_UNAVAILABLE)
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::RETRY_AFTER, "5")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap_or_default()
+    }
+}
+
+/// A place among an address's not-yet-admitted sessions; given back when dropped.
+pub(crate) struct PendingSlot {
+    engine: Weak<Engine>,
+    address: IpAddr,
+}
+
+impl Drop for PendingSlot {
+    fn drop(&mut self) {
+        let Some(engine) = self.engine.upgrade() else { return };
+        let Ok(mut pending) = engine.pending.lock() else { return };
+        if let Some(count) = pending.get_mut(&self.address) {
+            *count -= 1;
+            if *count == 0 {
+                pending.remove(&self.address);
+            }
+        }
     }
 }
 
@@ -141,11 +199,42 @@ pub struct Engine {
     config: Arc<EngineConfig>,
     handler: Arc<dyn Handler>,
     sessions: RwLock<HashMap<Sid, Arc<Session>>>,
+    /// Sessions not yet admitted, per client address.
+    pending: Mutex<HashMap<IpAddr, usize>>,
+    me: Weak<Engine>,
 }
 
 impl Engine {
     pub fn new(config: EngineConfig, handler: Arc<dyn Handler>) -> Arc<Engine> {
-        Arc::new(Engine { config: Arc::new(config), handler, sessions: RwLock::new(HashMap::new()) })
+        Arc::new_cyclic(|me| Engine {
+            config: Arc::new(config),
+            handler,
+            sessions: RwLock::new(HashMap::new()),
+            pending: Mutex::new(HashMap::new()),
+            me: me.clone(),
+        })
+    }
+
+    /// Takes a place for a new session from `address`, or says why there is none. IPv6
+    /// addresses count by their /64, which one host may hand itself addresses from at will.
+    fn reserve(&self, address: IpAddr) -> Result<PendingSlot, Refusal> {
+        let address = match address {
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+            },
+            v4 => v4,
+        };
+        if self.session_count() >= self.config.max_sessions {
+            return Err(Refusal::TooManySessions);
+        }
+        let mut pending = self.pending.lock().map_err(|_| Refusal::TooManySessions)?;
+        let count = pending.entry(address).or_insert(0);
+        if *count >= self.config.max_pending_per_address {
+            return Err(Refusal::TooManyPending);
+        }
+        *count += 1;
+        Ok(PendingSlot { engine: self.me.clone(), address })
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -204,11 +293,20 @@ impl Engine {
             if request.method() != Method::GET {
                 return ErrorCode::BadHandshakeMethod.response();
             }
+            if transport == Transport::WebSocket && !wants_upgrade {
+                return ErrorCode::BadRequest.response();
+            }
+            let slot = match self.reserve(remote.ip()) {
+                Ok(slot) => slot,
+                Err(refusal) => {
+                    tracing::debug!(%remote, ?refusal, "handshake refused");
+                    return refusal.response();
+                }
+            };
             let info = RequestInfo::new(request.headers(), query, remote);
             return match transport {
-                Transport::Polling => self.open_polling(info),
-                Transport::WebSocket if wants_upgrade => self.accept_websocket(&mut request, info, None),
-                Transport::WebSocket => ErrorCode::BadRequest.response(),
+                Transport::Polling => self.open_polling(info, slot),
+                Transport::WebSocket => self.accept_websocket(&mut request, info, Upgrade::New(slot)),
             };
         };
         let Some(session) = self.lookup(&sid) else {
@@ -228,13 +326,13 @@ impl Engine {
                     return ErrorCode::BadRequest.response();
                 }
                 let info = RequestInfo { headers: HeaderMap::new(), query, remote };
-                self.accept_websocket(&mut request, info, Some(session))
+                self.accept_websocket(&mut request, info, Upgrade::Of(session))
             }
         }
     }
 
-    fn open_polling(self: &Arc<Self>, info: RequestInfo) -> Response<Full<Bytes>> {
-        let session = self.create_session(Transport::Polling, info);
+    fn open_polling(self: &Arc<Self>, info: RequestInfo, slot: PendingSlot) -> Response<Full<Bytes>> {
+        let session = self.create_session(Transport::Polling, info, slot);
         let open = Frame::encode_payload([&Frame::open(&self.handshake_json(&session, Transport::Polling))]);
         self.start(&session);
         Response::builder()
@@ -249,8 +347,12 @@ impl Engine {
         self: &Arc<Self>,
         request: &mut Request<Incoming>,
         info: RequestInfo,
-        upgrading: Option<Arc<Session>>,
+        upgrade: Upgrade,
     ) -> Response<Full<Bytes>> {
+        let (slot, upgrading) = match upgrade {
+            Upgrade::New(slot) => (Some(slot), None),
+            Upgrade::Of(session) => (None, Some(session)),
+        };
         let Some(accept_key) = request
             .headers()
             .get(header::SEC_WEBSOCKET_KEY)
@@ -275,10 +377,11 @@ impl Engine {
                 }
             };
             let ws = websocket::accept(upgraded, engine.config.max_payload).await;
-            match upgrading {
-                Some(session) => websocket::run_upgrade(engine, ws, session).await,
-                None => {
-                    let session = engine.create_session(Transport::WebSocket, info);
+            match (upgrading, slot) {
+                (Some(session), _) => websocket::run_upgrade(engine, ws, session).await,
+                (None, None) => {}
+                (None, Some(slot)) => {
+                    let session = engine.create_session(Transport::WebSocket, info, slot);
                     let open = Frame::open(&engine.handshake_json(&session, Transport::WebSocket));
                     let _ = session.send(open);
                     engine.start(&session);
@@ -295,7 +398,7 @@ impl Engine {
             .unwrap_or_default()
     }
 
-    fn create_session(self: &Arc<Self>, transport: Transport, info: RequestInfo) -> Arc<Session> {
+    fn create_session(self: &Arc<Self>, transport: Transport, info: RequestInfo, slot: PendingSlot) -> Arc<Session> {
         let sid: Sid = random_id().into();
         let info = Arc::new(info);
         let session = Arc::new_cyclic(|me| {
@@ -303,6 +406,7 @@ impl Engine {
                 sid.clone(),
                 transport,
                 info,
+                slot,
                 self.config.max_buffered_packets,
                 Arc::downgrade(self),
                 me.clone(),
@@ -355,6 +459,13 @@ impl Engine {
     }
 }
 
+/// A websocket handshake opens a new session (holding its place among the pending ones) or
+/// upgrades a polling one.
+enum Upgrade {
+    New(PendingSlot),
+    Of(Arc<Session>),
+}
+
 /// The query parameters Engine.IO reads.
 #[derive(Default)]
 struct Params {
@@ -400,26 +511,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn request_info_keeps_every_header_in_its_own_bytes() {
+    fn request_info_keeps_only_the_few_headers_it_needs_in_its_own_bytes() {
         // Values shaped as hyper gives them: slices of one larger read buffer.
-        let buffer = Bytes::from_static(b"x-multi: a\r\nx-multi: b\r\ncookie: secret=1\r\n");
+        let buffer = Bytes::from_static(b"host: tally.local\r\ncookie: secret=1\r\n");
         let value = |text: &str| {
             let at = buffer.windows(text.len()).position(|w| w == text.as_bytes()).unwrap();
             header::HeaderValue::from_maybe_shared(buffer.slice(at..at + text.len())).unwrap()
         };
         let mut headers = HeaderMap::new();
-        headers.append("x-multi", value("a"));
-        headers.append("x-multi", value("b"));
-        let mut cookie = value("secret=1");
-        cookie.set_sensitive(true);
-        headers.append(header::COOKIE, cookie);
-        headers.append(header::HOST, header::HeaderValue::from_static("tally.local"));
+        headers.append(header::HOST, value("tally.local"));
+        headers.append(header::COOKIE, value("secret=1"));
+        headers.append(header::AUTHORIZATION, header::HeaderValue::from_static("Bearer t"));
+        headers.append(header::ORIGIN, header::HeaderValue::from_static("http://tally.local"));
+        let long = "x".repeat(MAX_KEPT_HEADER_BYTES + 1);
+        headers.append(header::USER_AGENT, header::HeaderValue::from_str(&long).unwrap());
 
         let info = RequestInfo::new(&headers, "EIO=4".into(), SocketAddr::from(([127, 0, 0, 1], 9)));
-        assert_eq!(info.headers, headers);
-        let multi: Vec<_> = info.headers.get_all("x-multi").iter().collect();
-        assert_eq!(multi, ["a", "b"]);
-        assert!(info.headers[header::COOKIE].is_sensitive());
-        assert_eq!(info.headers[header::COOKIE], "secret=1");
+        let kept: Vec<_> = info.headers.iter().map(|(name, value)| (name.as_str(), value.to_str().unwrap())).collect();
+        assert_eq!(kept, [("origin", "http://tally.local"), ("host", "tally.local")]);
+        // Its own bytes: nothing points into the connection's buffer.
+        let host = info.headers[header::HOST].as_bytes().as_ptr_range();
+        assert!(!buffer.as_ptr_range().contains(&host.start));
     }
 }

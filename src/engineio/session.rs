@@ -13,7 +13,7 @@ use tokio::sync::Notify;
 
 use super::outbox::{Full, Outbox};
 use super::packet::{Frame, Packet};
-use super::{Connection, Engine, RequestInfo};
+use super::{Connection, Engine, PendingSlot, RequestInfo};
 
 /// The engine session id, random and unguessable.
 pub type Sid = Arc<str>;
@@ -154,6 +154,8 @@ impl StateCell {
 pub struct Session {
     sid: Sid,
     request: Arc<RequestInfo>,
+    /// Its place among its address's sessions not yet admitted, until [`Session::admit`].
+    pending: Mutex<Option<PendingSlot>>,
     pub(super) outbox: Outbox,
     pub(super) state: StateCell,
     pong: Notify,
@@ -180,6 +182,7 @@ impl Session {
         sid: Sid,
         transport: Transport,
         request: Arc<RequestInfo>,
+        slot: PendingSlot,
         max_buffered: usize,
         engine: Weak<Engine>,
         me: Weak<Session>,
@@ -187,6 +190,7 @@ impl Session {
         Session {
             sid,
             request,
+            pending: Mutex::new(Some(slot)),
             outbox: Outbox::new(max_buffered),
             state: StateCell::new(State { transport, upgrading: false, closed: false }),
             pong: Notify::new(),
@@ -211,6 +215,13 @@ impl Session {
 
     pub fn transport(&self) -> Transport {
         self.state.get().transport
+    }
+
+    /// The layer above accepts this client (for Socket.IO: it joined a namespace): it no
+    /// longer counts against its address's handshakes in waiting.
+    pub fn admit(&self) {
+        let slot = self.pending.lock().map(|mut slot| slot.take()).unwrap_or(None);
+        drop(slot);
     }
 
     pub fn is_closed(&self) -> bool {
@@ -264,6 +275,7 @@ impl Session {
             let _ = self.outbox.push(Outbound::One(Frame::close()));
         }
         self.state.modify(|state| state.closed = true);
+        self.admit(); // gives its place back
         tracing::debug!(sid = %self.sid, reason = reason.as_str(), transport = transport.as_str(), "engine session closed");
         let connection = self.connection.lock().map(|mut slot| slot.take()).unwrap_or(None);
         if let Some(connection) = connection {

@@ -3,7 +3,8 @@
 use hyper::{Response, StatusCode, header};
 
 use super::{Body, full};
-use crate::store::StoreError;
+pub use crate::store::is_disk_full;
+use crate::store::{StorageFault, StoreError};
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -43,6 +44,19 @@ impl ApiError {
         ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage", "the box is out of storage space")
     }
 
+    /// The store takes no writes right now (a stalled or failed disk, or shutdown): nothing
+    /// was acknowledged, and a retry later may succeed.
+    pub fn unavailable() -> ApiError {
+        ApiError {
+            retry_after: Some(5),
+            ..ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage_unavailable",
+                "the box cannot store this right now; try again shortly",
+            )
+        }
+    }
+
     pub fn internal(context: &str, error: impl std::fmt::Display) -> ApiError {
         tracing::error!(%error, context, "request failed");
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
@@ -71,12 +85,9 @@ impl From<StoreError> for ApiError {
             StoreError::Io(io) | StoreError::Sled(sled::Error::Io(io)) if is_disk_full(&io) => {
                 ApiError::insufficient_storage()
             }
+            StoreError::Unavailable(StorageFault::Failed { disk_full: true, .. }) => ApiError::insufficient_storage(),
+            StoreError::Unavailable(_) | StoreError::TimedOut(_) | StoreError::Closing => ApiError::unavailable(),
             other => ApiError::internal("storage", other),
         }
     }
-}
-
-/// ENOSPC or EDQUOT: the filesystem (or the user's quota) is full.
-pub fn is_disk_full(error: &std::io::Error) -> bool {
-    matches!(error.raw_os_error(), Some(28) | Some(122)) || error.kind() == std::io::ErrorKind::StorageFull
 }

@@ -15,6 +15,8 @@ use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpSocket};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::engineio::Engine;
 
@@ -107,11 +109,12 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
-/// Serves until `shutdown` resolves; then stops accepting, lets requests in flight finish and
-/// closes idle keep-alive connections.
-pub async fn serve(listener: TcpListener, router: Arc<Router>, shutdown: impl Future<Output = ()>) {
+/// Serves until `shutdown` resolves, then stops accepting and tells every connection to
+/// finish the request it is on and close. The [`Connections`] returned are still draining.
+pub async fn serve(listener: TcpListener, router: Arc<Router>, shutdown: impl Future<Output = ()>) -> Connections {
     tokio::pin!(shutdown);
     let (closing, closed) = tokio::sync::watch::channel(false);
+    let connections = Connections { tasks: TaskTracker::new(), cut: CancellationToken::new() };
     loop {
         let (stream, remote) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -128,7 +131,8 @@ pub async fn serve(listener: TcpListener, router: Arc<Router>, shutdown: impl Fu
         let _ = stream.set_nodelay(true);
         let router = router.clone();
         let mut closed = closed.clone();
-        tokio::spawn(async move {
+        let cut = connections.cut.clone();
+        connections.tasks.spawn(async move {
             let service = service_fn(move |request| {
                 let router = router.clone();
                 async move { Ok::<_, Infallible>(router.route(request, remote).await) }
@@ -143,7 +147,12 @@ pub async fn serve(listener: TcpListener, router: Arc<Router>, shutdown: impl Fu
                 result = connection.as_mut() => result,
                 () = async { let _ = closed.wait_for(|closing| *closing).await; } => {
                     connection.as_mut().graceful_shutdown();
-                    connection.await
+                    tokio::select! {
+                        result = connection.as_mut() => result,
+                        // Past the drain deadline: dropped mid-request (an upload's temp file
+                        // goes with it; nothing half-done was acknowledged).
+                        () = cut.cancelled() => return,
+                    }
                 }
             };
             if let Err(error) = result {
@@ -151,5 +160,31 @@ pub async fn serve(listener: TcpListener, router: Arc<Router>, shutdown: impl Fu
             }
         });
     }
+    drop(listener);
+    connections.tasks.close();
     let _ = closing.send(true);
+    connections
+}
+
+/// The connections of a server that has stopped accepting, finishing their last requests.
+/// (A websocket leaves this set once upgraded; the engine closes it.)
+pub struct Connections {
+    tasks: TaskTracker,
+    cut: CancellationToken,
+}
+
+impl Connections {
+    /// Waits for every request in flight to finish, then drops the connections still open,
+    /// all within `within`. Returns how many had to be dropped.
+    pub async fn drain(self, within: std::time::Duration) -> usize {
+        // Dropping takes a moment too (the tasks must run to see the cut).
+        let grace = (within / 10).min(std::time::Duration::from_millis(500));
+        if tokio::time::timeout(within - grace, self.tasks.wait()).await.is_ok() {
+            return 0;
+        }
+        let left = self.tasks.len();
+        self.cut.cancel();
+        let _ = tokio::time::timeout(grace, self.tasks.wait()).await;
+        left
+    }
 }

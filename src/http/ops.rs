@@ -12,7 +12,7 @@ use super::{Body, full};
 use crate::device::Device;
 use crate::engineio::Engine;
 use crate::metrics::{Metrics, Snapshot};
-use crate::store::{JobState, Store};
+use crate::store::Store;
 
 pub struct Ops {
     pub device: Arc<Device>,
@@ -60,8 +60,8 @@ impl Ops {
             snapshot.polling += polling;
             snapshot.websocket += websocket;
         }
-        snapshot.jobs_queued = self.store.jobs_in(JobState::Queued).map_or(0, |jobs| jobs.len());
-        snapshot.jobs_running = self.store.jobs_in(JobState::Running).map_or(0, |jobs| jobs.len());
+        (snapshot.jobs_queued, snapshot.jobs_running) = self.store.job_counts();
+        (snapshot.durable_writes, snapshot.flushes) = self.store.durability_stats();
         snapshot.disk_free_bytes = self.store.files().available_space().unwrap_or(0);
         snapshot.disk_total_bytes = self.store.files().total_space().unwrap_or(0);
         let text = self.metrics.render(&snapshot);

@@ -20,7 +20,7 @@ use crate::events::{self, VideoNews};
 use crate::media::isolation::Isolated;
 use crate::media::{MediaError, Processed, Stage};
 use crate::metrics::Metrics;
-use crate::store::{Job, JobState, Progress, Store, StoreError, Video, VideoStatus, now_ms};
+use crate::store::{Job, JobState, Progress, StorageFault, Store, StoreError, Video, VideoStatus, now_ms};
 
 /// At most this many progress events per second per video.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
@@ -122,11 +122,11 @@ impl Jobs {
 
     /// Drops the video's jobs and stops its processing if it is running.
     pub fn cancel(&self, video_id: &str) -> Result<(), StoreError> {
-        self.store.remove_jobs_of(video_id)?;
+        // The processing stops even if the store refuses to remove the job.
         if let Some(flag) = self.running.lock().ok().and_then(|running| running.get(video_id).cloned()) {
             flag.store(true, Ordering::Relaxed);
         }
-        Ok(())
+        self.store.remove_jobs_of(video_id)
     }
 
     /// Videos being processed now.
@@ -146,17 +146,47 @@ impl Jobs {
     }
 
     async fn work(self: Arc<Self>, worker: usize) {
+        // A faulty store refuses every claim until it heals: say so once, not every second.
+        let mut failing = false;
         while !self.stopping.load(Ordering::Acquire) {
             match self.store.claim_job() {
-                Ok(Some(job)) => self.run(job).await,
+                Ok(Some(job)) => {
+                    failing = false;
+                    self.run(job).await;
+                }
                 Ok(None) => {
+                    failing = false;
                     let due = self.store.next_retry_at().ok().flatten();
                     let wait = due.map_or(IDLE_WAIT, |due| Duration::from_millis(due.saturating_sub(now_ms())));
                     let _ = tokio::time::timeout(wait.min(IDLE_WAIT), self.wake.notified()).await;
                 }
                 Err(error) => {
-                    tracing::error!(%error, worker, "reading the job queue failed");
+                    if !std::mem::replace(&mut failing, true) {
+                        tracing::error!(%error, worker, "reading the job queue failed; trying again every second");
+                    }
                     tokio::time::sleep(ERROR_WAIT).await;
+                }
+            }
+        }
+    }
+
+    /// Records a job's outcome. A store that is faulty for now (a stalled flush) is waited
+    /// out, so the job does not stay `running` until the next start; one that failed for good
+    /// or a shutdown leaves it to the next start, which queues it again.
+    async fn settle(&self, job: &Job, video: &Video) -> bool {
+        loop {
+            match self.store.finish_job(job, video) {
+                Ok(()) => return true,
+                // The video was deleted, or its job cancelled, meanwhile: nothing to tell anyone.
+                Err(StoreError::NotFound) => return false,
+                Err(StoreError::Unavailable(StorageFault::Stalled(_)) | StoreError::TimedOut(_))
+                    if !self.stopping.load(Ordering::Acquire) =>
+                {
+                    tokio::time::sleep(ERROR_WAIT).await;
+                }
+                Err(error) => {
+                    tracing::error!(%error, video = video.id, "recording the job outcome failed; the next start runs it again");
+                    return false;
                 }
             }
         }
@@ -207,14 +237,10 @@ impl Jobs {
             Err((stage, error)) => self.settle_failure(&mut job, &mut video, stage, error),
         };
         job.updated_at = now_ms();
-        if let Err(error) = self.store.finish_job(&job, &video) {
-            // NotFound: the video was deleted meanwhile; nothing to tell anyone.
-            if !matches!(error, StoreError::NotFound) {
-                tracing::error!(%error, video = video.id, "recording the job outcome failed");
-            }
+        if !self.settle(&job, &video).await {
             return;
         }
-        if let Err(error) = self.store.flush().await {
+        if let Err(error) = self.store.durable().await {
             tracing::error!(%error, "flushing the job outcome failed");
         }
         match &event {

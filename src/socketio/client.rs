@@ -190,6 +190,7 @@ impl Client {
             admitted => admitted,
         };
         let Admit::Connected(socket) = admitted else { return };
+        self.session.admit();
         if let Some(timer) = self.connect_timer.lock().ok().and_then(|mut t| t.take()) {
             timer.abort();
         }

@@ -17,6 +17,7 @@ pub struct NewUser<'a> {
 impl Store {
     /// Creates an organization; its name must be new on this box.
     pub fn create_org(&self, name: &str) -> Result<Organization, StoreError> {
+        self.writable()?;
         let org = Organization { id: new_id(), name: name.trim().to_owned(), created_at: now_ms() };
         let record = encode(&org)?;
         let key = org.name.to_lowercase();
@@ -44,6 +45,7 @@ impl Store {
 
     /// Creates a user; the email must be new on this box.
     pub fn create_user(&self, new: NewUser<'_>) -> Result<User, StoreError> {
+        self.writable()?;
         if self.org(new.org_id)?.is_none() {
             return Err(StoreError::NotFound);
         }
@@ -97,6 +99,7 @@ impl Store {
 
     /// Deletes a user of `org_id`; a user of another organization is `NotFound`.
     pub fn delete_user(&self, org_id: &str, id: &str) -> Result<User, StoreError> {
+        self.writable()?;
         let user = self.user(id)?.filter(|u| u.org_id == org_id).ok_or(StoreError::NotFound)?;
         (&self.users, &self.user_emails).transaction(|(users, emails)| {
             users.remove(user.id.as_bytes())?;
@@ -107,6 +110,7 @@ impl Store {
     }
 
     pub fn set_role(&self, org_id: &str, id: &str, role: Role) -> Result<User, StoreError> {
+        self.writable()?;
         let mut user = self.user(id)?.filter(|u| u.org_id == org_id).ok_or(StoreError::NotFound)?;
         user.role = role;
         self.users.insert(user.id.as_bytes(), encode(&user)?)?;

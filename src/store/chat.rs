@@ -25,6 +25,7 @@ impl Store {
         author: &str,
         text: &str,
     ) -> Result<ChatMessage, StoreError> {
+        self.writable()?;
         let message = ChatMessage {
             id: new_id(),
             org_id: org_id.to_owned(),
@@ -35,6 +36,14 @@ impl Store {
         };
         self.chat.insert(format!("{org_id}/{}", message.id), encode(&message)?)?;
         Ok(message)
+    }
+
+    /// Takes back a message that could not be acknowledged (the store was faulty by the time it
+    /// was to be made durable), so that a client retrying it does not leave two. Allowed while
+    /// the store is faulty: it only undoes that one write. Best effort, as for uploads.
+    pub fn take_back_chat_message(&self, message: &ChatMessage) -> Result<(), StoreError> {
+        self.chat.remove(format!("{}/{}", message.org_id, message.id))?;
+        Ok(())
     }
 
     /// Up to `limit` messages of the organization before the message id `before` (or the

@@ -1,10 +1,67 @@
 //! The processing queue: one job per video, FIFO by id (ULIDs sort by time), persisted in
 //! the `jobs` tree. The job and its video's status change together in one transaction.
+//!
+//! The queue holds only work still to do (queued and running jobs), so the scans that idle
+//! workers make stay as short as the backlog. A job that failed for good moves to
+//! `failed_jobs`, keyed by its video, kept for diagnosis until the housekeeping prunes it.
+//! How many jobs are queued and running is counted as they change ([`JobCounts`]), so
+//! `/metrics` never scans.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde::{Deserialize, Serialize};
 use sled::Transactional;
 
 use super::{Store, StoreError, Video, VideoStatus, abort, decode, encode, new_id, now_ms};
+
+/// Live counts of the queue, kept as jobs change state.
+#[derive(Debug, Default)]
+pub struct JobCounts {
+    queued: AtomicUsize,
+    running: AtomicUsize,
+}
+
+impl JobCounts {
+    /// Counts what the queue holds (once, as the store opens).
+    pub(super) fn scan(jobs: &sled::Tree) -> Result<JobCounts, StoreError> {
+        let counts = JobCounts::default();
+        for entry in jobs.iter() {
+            let job: Job = decode(&entry?.1)?;
+            counts.add(job.state);
+        }
+        Ok(counts)
+    }
+
+    /// Jobs queued and running now.
+    pub fn get(&self) -> (usize, usize) {
+        (self.queued.load(Ordering::Relaxed), self.running.load(Ordering::Relaxed))
+    }
+
+    fn counter(&self, state: JobState) -> Option<&AtomicUsize> {
+        match state {
+            JobState::Queued => Some(&self.queued),
+            JobState::Running => Some(&self.running),
+            JobState::Done | JobState::Failed => None,
+        }
+    }
+
+    fn add(&self, state: JobState) {
+        if let Some(counter) = self.counter(state) {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn remove(&self, state: JobState) {
+        if let Some(counter) = self.counter(state) {
+            let _ = counter.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some(n.saturating_sub(1)));
+        }
+    }
+
+    fn change(&self, from: JobState, to: JobState) {
+        self.remove(from);
+        self.add(to);
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -35,6 +92,7 @@ fn video_key(org_id: &str, id: &str) -> Vec<u8> {
 impl Store {
     /// Records a new video together with its queued job.
     pub fn insert_video_with_job(&self, video: &Video) -> Result<Job, StoreError> {
+        self.writable()?;
         let job = Job {
             id: new_id(),
             video_id: video.id.clone(),
@@ -48,18 +106,16 @@ impl Store {
         let (video_raw, job_raw) = (encode(video)?, encode(&job)?);
         (&self.videos, &self.jobs).transaction(|(videos, jobs)| {
             videos.insert(video_key(&video.org_id, &video.id), video_raw.as_slice())?;
-            if job.state == JobState::Done {
-                jobs.remove(job.id.as_bytes())?;
-            } else {
-                jobs.insert(job.id.as_bytes(), job_raw.as_slice())?;
-            }
+            jobs.insert(job.id.as_bytes(), job_raw.as_slice())?;
             Ok(())
         })?;
+        self.job_counts.add(JobState::Queued);
         Ok(job)
     }
 
     /// Claims the oldest queued job that is due, marking it running.
     pub fn claim_job(&self) -> Result<Option<Job>, StoreError> {
+        self.writable()?;
         let now = now_ms();
         for entry in self.jobs.iter() {
             let (key, raw) = entry?;
@@ -72,6 +128,7 @@ impl Store {
             job.updated_at = now;
             // Only one worker wins a job: the swap fails if another changed it first.
             if self.jobs.compare_and_swap(&key, Some(raw), Some(encode(&job)?))?.is_ok() {
+                self.job_counts.change(JobState::Queued, JobState::Running);
                 return Ok(Some(job));
             }
         }
@@ -92,42 +149,73 @@ impl Store {
         Ok(earliest)
     }
 
-    /// Saves the job and the video record in one step. A finished job is removed: its
-    /// outcome lives on the video, and idle workers scan the queue when they wake, so the tree
-    /// must hold only work still to do (and failures, for diagnosis).
+    /// Saves the outcome of a running job and the video record in one step. A finished job
+    /// leaves the queue (its outcome lives on the video); a failed one moves to the failures;
+    /// one to be retried stays queued.
     pub fn finish_job(&self, job: &Job, video: &Video) -> Result<(), StoreError> {
+        self.writable()?;
         let (video_raw, job_raw) = (encode(video)?, encode(job)?);
-        (&self.videos, &self.jobs).transaction(|(videos, jobs)| {
-            // A video deleted while it was processed stays deleted.
-            if videos.get(video_key(&video.org_id, &video.id))?.is_none() {
+        (&self.videos, &self.jobs, &self.failed_jobs).transaction(|(videos, jobs, failed)| {
+            // A video deleted while it was processed stays deleted, and its job cancelled: a
+            // job no longer in the queue has nothing to record (and nothing to uncount).
+            if videos.get(video_key(&video.org_id, &video.id))?.is_none() || jobs.get(job.id.as_bytes())?.is_none() {
                 return abort(StoreError::NotFound);
             }
             videos.insert(video_key(&video.org_id, &video.id), video_raw.as_slice())?;
-            if job.state == JobState::Done {
-                jobs.remove(job.id.as_bytes())?;
-            } else {
-                jobs.insert(job.id.as_bytes(), job_raw.as_slice())?;
+            match job.state {
+                JobState::Queued | JobState::Running => {
+                    jobs.insert(job.id.as_bytes(), job_raw.as_slice())?;
+                }
+                JobState::Done => {
+                    jobs.remove(job.id.as_bytes())?;
+                }
+                JobState::Failed => {
+                    jobs.remove(job.id.as_bytes())?;
+                    failed.insert(job.video_id.as_bytes(), job_raw.as_slice())?;
+                }
             }
             Ok(())
         })?;
+        self.job_counts.change(JobState::Running, job.state);
         Ok(())
     }
 
     /// Removes every job of a video (it was deleted).
     pub fn remove_jobs_of(&self, video_id: &str) -> Result<(), StoreError> {
+        self.writable()?;
+        self.remove_jobs_unchecked(video_id)
+    }
+
+    /// Takes back a new video and its job whose upload could not be acknowledged (the store
+    /// was faulty by the time it was to be made durable). Allowed while the store is faulty:
+    /// it only undoes what that request wrote, so that a video the uploader was told failed
+    /// does not appear later. Best effort: should the record already be on its way to disk,
+    /// the next start removes it, its file being gone.
+    pub fn take_back_upload(&self, org_id: &str, video_id: &str) -> Result<(), StoreError> {
+        self.remove_jobs_unchecked(video_id)?;
+        self.videos.remove(video_key(org_id, video_id))?;
+        Ok(())
+    }
+
+    fn remove_jobs_unchecked(&self, video_id: &str) -> Result<(), StoreError> {
         for entry in self.jobs.iter() {
             let (key, raw) = entry?;
             let job: Job = decode(&raw)?;
-            if job.video_id == video_id {
-                self.jobs.remove(key)?;
+            // What was removed is what is uncounted, whatever a worker did meanwhile.
+            if job.video_id == video_id
+                && let Some(removed) = self.jobs.remove(key)?
+            {
+                self.job_counts.remove(decode::<Job>(&removed)?.state);
             }
         }
+        self.failed_jobs.remove(video_id.as_bytes())?;
         Ok(())
     }
 
     /// After a crash or power cut: jobs that were running go back to the queue, and their
     /// videos back to `queued`.
     pub fn requeue_interrupted_jobs(&self) -> Result<usize, StoreError> {
+        self.writable()?;
         let mut requeued = 0;
         for entry in self.jobs.iter() {
             let (key, raw) = entry?;
@@ -137,7 +225,11 @@ impl Store {
             }
             job.state = JobState::Queued;
             job.updated_at = now_ms();
-            self.jobs.insert(key, encode(&job)?)?;
+            // Only the job still running is put back (a worker may have settled it meanwhile).
+            if self.jobs.compare_and_swap(&key, Some(raw), Some(encode(&job)?))?.is_err() {
+                continue;
+            }
+            self.job_counts.change(JobState::Running, JobState::Queued);
             let _ = self.update_video(&job.org_id, &job.video_id, |video| {
                 video.status = VideoStatus::Queued;
                 video.progress = None;
@@ -147,9 +239,32 @@ impl Store {
         Ok(requeued)
     }
 
-    pub fn jobs_in(&self, state: JobState) -> Result<Vec<Job>, StoreError> {
-        let mut found = Vec::new();
+    /// Schema 1 kept failed jobs in the queue: they move to `failed_jobs`.
+    pub(super) fn move_failed_jobs_out_of_the_queue(&self) -> Result<(), StoreError> {
         for entry in self.jobs.iter() {
+            let (key, raw) = entry?;
+            let job: Job = decode(&raw)?;
+            if job.state == JobState::Failed {
+                (&self.jobs, &self.failed_jobs).transaction(|(jobs, failed)| {
+                    failed.insert(job.video_id.as_bytes(), raw.clone())?;
+                    jobs.remove(key.clone())?;
+                    Ok(())
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Jobs queued and running now, as counted (no scan).
+    pub fn job_counts(&self) -> (usize, usize) {
+        self.job_counts.get()
+    }
+
+    /// The jobs in `state` (failed ones: those still kept). Scans; not for hot paths.
+    pub fn jobs_in(&self, state: JobState) -> Result<Vec<Job>, StoreError> {
+        let tree = if state == JobState::Failed { &self.failed_jobs } else { &self.jobs };
+        let mut found = Vec::new();
+        for entry in tree.iter() {
             let job: Job = decode(&entry?.1)?;
             if job.state == state {
                 found.push(job);
@@ -185,12 +300,18 @@ mod tests {
         store.finish_job(&failed, &video("failed")).unwrap();
         assert!(store.jobs_in(JobState::Done).unwrap().is_empty(), "the outcome lives on the video");
         assert_eq!(store.jobs_in(JobState::Failed).unwrap().len(), 1);
+        assert_eq!(store.job_counts(), (0, 1), "a failure leaves the queue: only `cut` runs");
         // A crash leaves `cut` running: the next start queues it again.
         assert_eq!(store.requeue_interrupted_jobs().unwrap(), 1);
+        assert_eq!(store.job_counts(), (1, 0));
         assert_eq!(store.claim_job().unwrap().map(|job| job.video_id), Some("cut".into()));
         // A job of a deleted video records nothing.
         store.delete_video("org", "cut").unwrap();
         assert!(matches!(store.finish_job(&cut, &video("cut")), Err(StoreError::NotFound)));
+        store.remove_jobs_of("cut").unwrap();
+        store.remove_jobs_of("failed").unwrap();
+        assert_eq!(store.job_counts(), (0, 0));
+        assert!(store.jobs_in(JobState::Failed).unwrap().is_empty(), "a deleted video's failure goes with it");
     }
 
     #[test]

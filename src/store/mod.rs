@@ -2,20 +2,23 @@
 //!
 //! Door: [`Store::open`]. Typed trees hold organizations, users, videos, jobs, refresh
 //! tokens and chat; multi-key changes run in sled transactions so a crash never leaves half a
-//! record, and writes the API acknowledges are flushed first ([`Store::flush`]). A schema
-//! version is kept from day one with a hook for migrations.
+//! record. Writes the API acknowledges wait for [`Store::durable`], the only way to a flush
+//! (see [`durability`]); while the store is faulty ([`Store::fault`]) writes are refused up
+//! front. A schema version is kept from day one with a hook for migrations.
 
 mod accounts;
 mod chat;
+mod durability;
 pub mod files;
 mod jobs;
 pub mod model;
+mod retention;
 mod sessions;
 mod videos;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -23,14 +26,17 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 pub use accounts::{NewUser, normalize_email};
 pub use chat::ChatMessage;
+pub use durability::StorageFault;
 pub use files::VideoFiles;
-pub use jobs::{Job, JobState};
+pub use jobs::{Job, JobCounts, JobState};
 pub use model::{Organization, Progress, RefreshToken, User, Video, VideoStatus};
+pub use retention::{Pruned, Retention};
 pub use sessions::RefreshRefusal;
 pub use videos::{VideoPage, VideoQuery};
 
 /// The layout this build writes. Bump it with a migration in [`Store::migrate`].
-pub const SCHEMA_VERSION: u32 = 1;
+/// 2: failed jobs live in `failed_jobs`, keyed by video, no longer in the queue.
+pub const SCHEMA_VERSION: u32 = 2;
 const SCHEMA_KEY: &[u8] = b"schema_version";
 
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +55,19 @@ pub enum StoreError {
     Corrupt(#[from] serde_json::Error),
     #[error("file error: {0}")]
     Io(#[from] std::io::Error),
+    /// The store takes no writes now; nothing of this one was done, or it is not durable.
+    #[error(transparent)]
+    Unavailable(#[from] StorageFault),
+    /// The write was not made durable within the flush deadline (flushes are slow).
+    #[error("the write was not made durable within {} ms", .0.as_millis())]
+    TimedOut(Duration),
+    #[error("the database is closing")]
+    Closing,
+}
+
+/// ENOSPC or EDQUOT: the filesystem (or the user's quota) is full.
+pub fn is_disk_full(error: &std::io::Error) -> bool {
+    matches!(error.raw_os_error(), Some(28) | Some(122)) || error.kind() == std::io::ErrorKind::StorageFull
 }
 
 impl From<TransactionError<StoreError>> for StoreError {
@@ -67,10 +86,15 @@ fn abort<T>(error: StoreError) -> Result<T, ConflictableTransactionError<StoreEr
 
 /// sled's page cache.
 const CACHE_BYTES: u64 = 16 << 20;
+/// How long a flush may take before its waiters fail and the store counts as stalled.
+pub const DEFAULT_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+/// The key the health probe writes.
+const PROBE_KEY: &[u8] = b"health_probe";
 
+/// The database. Its `sled::Db` handle is held by the flusher alone (and sled's trees): no
+/// one can flush but through [`Store::durable`].
 #[derive(Clone)]
 pub struct Store {
-    db: sled::Db,
     meta: sled::Tree,
     orgs: sled::Tree,
     org_names: sled::Tree,
@@ -80,18 +104,27 @@ pub struct Store {
     videos: sled::Tree,
     refresh: sled::Tree,
     revoked_families: sled::Tree,
+    /// Work still to do: queued and running jobs, by job id.
     jobs: sled::Tree,
+    /// Jobs that failed for good, by video id, until the housekeeping prunes them.
+    failed_jobs: sled::Tree,
+    job_counts: Arc<JobCounts>,
     chat: sled::Tree,
     files: VideoFiles,
-    /// The first write the database failed (a full disk, an I/O error). sled refuses every
-    /// write after one, so the store is read-only from then until the service restarts.
-    failure: Arc<Mutex<Option<String>>>,
+    /// The only flusher; it also knows whether the store is faulty.
+    durability: Arc<durability::Flusher>,
 }
 
 impl Store {
-    /// Opens (or creates) the database under `data_dir/db`, migrates it, and removes what an
-    /// interrupted upload or deletion left behind.
+    /// Opens (or creates) the database under `data_dir/db` with the default flush deadline.
     pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
+        Store::open_with(data_dir, DEFAULT_FLUSH_TIMEOUT)
+    }
+
+    /// Opens (or creates) the database under `data_dir/db`, migrates it, removes what an
+    /// interrupted upload or deletion left behind, and starts its flusher: a flush that takes
+    /// longer than `flush_timeout` fails its waiters (see [`durability`]).
+    pub fn open_with(data_dir: &Path, flush_timeout: Duration) -> Result<Store, StoreError> {
         std::fs::create_dir_all(data_dir)?;
         let path = data_dir.join("db");
         // sled's periodic flush stays on although every acknowledged change is flushed anyway:
@@ -106,7 +139,12 @@ impl Store {
             }
             other => StoreError::Sled(other),
         })?;
-        let store = Store {
+        // The directory entries of a database just created are made durable once.
+        std::fs::File::open(&path)?.sync_all()?;
+        std::fs::File::open(data_dir)?.sync_all()?;
+        let durability = Arc::new(durability::Flusher::start(db.clone(), &path.join("db"), flush_timeout)?);
+        let jobs = db.open_tree("jobs")?;
+        let mut store = Store {
             meta: db.open_tree("meta")?,
             orgs: db.open_tree("orgs")?,
             org_names: db.open_tree("org_names")?,
@@ -115,14 +153,17 @@ impl Store {
             videos: db.open_tree("videos")?,
             refresh: db.open_tree("refresh_tokens")?,
             revoked_families: db.open_tree("revoked_token_families")?,
-            jobs: db.open_tree("jobs")?,
+            job_counts: Arc::default(),
+            jobs,
+            failed_jobs: db.open_tree("failed_jobs")?,
             chat: db.open_tree("chat")?,
             files: VideoFiles::new(data_dir)?,
-            failure: Arc::default(),
-            db,
+            durability,
         };
+        // Nothing else uses the database yet: migrating and cleaning up go through the door.
         store.migrate()?;
         store.clean_up()?;
+        store.job_counts = Arc::new(JobCounts::scan(&store.jobs)?);
         Ok(store)
     }
 
@@ -130,39 +171,51 @@ impl Store {
         &self.files
     }
 
-    /// Makes every write so far durable. Call before acknowledging a change that matters.
-    pub async fn flush(&self) -> Result<(), StoreError> {
-        let flushed = self.db.flush_async().await;
-        if let Err(error) = &flushed {
-            self.failed(error);
-        }
+    /// Waits until every write made so far is durable: call before acknowledging a change.
+    /// Many callers at once share a flush. Fails at the flush deadline, or at once while the
+    /// store is faulty.
+    pub async fn durable(&self) -> Result<(), StoreError> {
+        self.durability.durable().await.map_err(not_durable)
+    }
+
+    /// [`Store::durable`] for a thread that may block (not on the async runtime).
+    pub fn durable_blocking(&self) -> Result<(), StoreError> {
+        self.durability.durable_blocking().map_err(not_durable)
+    }
+
+    /// Writes a small record and waits for it to be durable: whether a write gets through end
+    /// to end right now (health).
+    pub async fn probe(&self) -> Result<(), StoreError> {
+        self.writable()?;
+        self.meta.insert(PROBE_KEY, &now_ms().to_be_bytes())?;
+        self.durable().await
+    }
+
+    /// Durable writes waited for so far, and the flushes that served them.
+    pub fn durability_stats(&self) -> (u64, u64) {
+        self.durability.stats()
+    }
+
+    /// Why the store takes no writes, if it does not.
+    pub fn fault(&self) -> Option<StorageFault> {
+        self.durability.fault()
+    }
+
+    /// Refuses a write up front while the store is faulty; every write method starts here.
+    fn writable(&self) -> Result<(), StoreError> {
+        Ok(self.durability.writable()?)
+    }
+
+    /// Makes what is written durable (at most `within`) and stops the flusher, for shutdown.
+    /// Whether it finished: false leaves a stuck flush behind.
+    pub async fn close(&self, within: Duration) -> Result<(), StoreError> {
+        let deadline = std::time::Instant::now() + within;
+        let flushed = tokio::time::timeout(within, self.durable()).await.unwrap_or(Err(StoreError::TimedOut(within)));
+        let durability = self.durability.clone();
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let stopped = tokio::task::spawn_blocking(move || durability.close(left)).await.unwrap_or(false);
         flushed?;
-        Ok(())
-    }
-
-    /// Makes pending writes durable now, to learn whether the database can still write.
-    /// Blocking; cheap when nothing is pending.
-    pub fn check_writable(&self) -> Result<(), String> {
-        if let Some(failure) = self.failure() {
-            return Err(failure);
-        }
-        self.db.flush().map(drop).map_err(|error| {
-            self.failed(&error);
-            error.to_string()
-        })
-    }
-
-    /// Why the database stopped taking writes, if it did (see [`Store::check_writable`]).
-    pub fn failure(&self) -> Option<String> {
-        self.failure.lock().ok()?.clone()
-    }
-
-    fn failed(&self, error: &sled::Error) {
-        let Ok(mut failure) = self.failure.lock() else { return };
-        if failure.is_none() {
-            tracing::error!(%error, "the database failed a write; it takes no more until the service restarts");
-            *failure = Some(error.to_string());
-        }
+        if stopped { Ok(()) } else { Err(StoreError::TimedOut(within)) }
     }
 
     pub fn schema_version(&self) -> Result<Option<u32>, StoreError> {
@@ -173,16 +226,20 @@ impl Store {
         match self.schema_version()? {
             None => {
                 self.meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
-                self.db.flush()?;
+                self.durable_blocking()?;
             }
             Some(found) if found > SCHEMA_VERSION => {
                 return Err(StoreError::TooNew { found, known: SCHEMA_VERSION });
             }
             Some(found) if found < SCHEMA_VERSION => {
-                // Future migrations run here, one version at a time, each in a transaction.
+                // One version at a time; each step is idempotent, so a crash midway only
+                // means it runs again.
                 tracing::info!(from = found, to = SCHEMA_VERSION, "migrating the database");
+                if found < 2 {
+                    self.move_failed_jobs_out_of_the_queue()?;
+                }
                 self.meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
-                self.db.flush()?;
+                self.durable_blocking()?;
             }
             Some(_) => {}
         }
@@ -214,9 +271,17 @@ impl Store {
         }
         if temp + orphan_dirs + orphan_records > 0 {
             tracing::warn!(temp, orphan_dirs, orphan_records, "cleaned up after an interrupted run");
-            self.db.flush()?;
+            self.durable_blocking()?;
         }
         Ok(())
+    }
+}
+
+fn not_durable(not: durability::NotDurable) -> StoreError {
+    match not {
+        durability::NotDurable::Fault(fault) => StoreError::Unavailable(fault),
+        durability::NotDurable::TimedOut(after) => StoreError::TimedOut(after),
+        durability::NotDurable::Closed => StoreError::Closing,
     }
 }
 
@@ -265,9 +330,38 @@ mod tests {
             let store = Store::open(dir.path()).unwrap();
             assert_eq!(store.schema_version().unwrap(), Some(SCHEMA_VERSION));
             store.meta.insert(SCHEMA_KEY, &(SCHEMA_VERSION + 1).to_be_bytes()).unwrap();
-            store.db.flush().unwrap();
+            store.durable_blocking().unwrap();
         }
         assert!(matches!(reopen(dir.path()), Err(StoreError::TooNew { .. })));
+    }
+
+    #[test]
+    fn schema_1_failed_jobs_move_out_of_the_queue() {
+        let dir = tempfile::tempdir().unwrap();
+        let failed = Job {
+            id: new_id(),
+            video_id: "v".into(),
+            org_id: "org".into(),
+            state: JobState::Failed,
+            attempts: 3,
+            not_before: 0,
+            error: Some("broken".into()),
+            updated_at: now_ms(),
+        };
+        let queued = Job { id: new_id(), video_id: "w".into(), state: JobState::Queued, ..failed.clone() };
+        {
+            let store = Store::open(dir.path()).unwrap();
+            for job in [&failed, &queued] {
+                store.jobs.insert(job.id.as_bytes(), encode(job).unwrap()).unwrap();
+            }
+            store.meta.insert(SCHEMA_KEY, &1u32.to_be_bytes()).unwrap();
+            store.durable_blocking().unwrap();
+        }
+        let store = reopen(dir.path()).unwrap();
+        assert_eq!(store.schema_version().unwrap(), Some(SCHEMA_VERSION));
+        assert_eq!(store.jobs_in(JobState::Failed).unwrap(), [failed]);
+        assert_eq!(store.jobs_in(JobState::Queued).unwrap(), [queued]);
+        assert_eq!(store.job_counts(), (1, 0));
     }
 
     #[test]
@@ -298,7 +392,7 @@ mod tests {
             store.insert_video(&video).unwrap();
             std::fs::create_dir_all(store.files().dir(&video.id)).unwrap();
             std::fs::write(store.files().thumbnail(&video.id, "card"), b"jpeg").unwrap();
-            store.db.flush().unwrap();
+            store.durable_blocking().unwrap();
         }
         let store = reopen(dir.path()).unwrap();
         assert!(store.video("org", &video.id).unwrap().is_none());

@@ -31,6 +31,7 @@ fn random_token() -> String {
 impl Store {
     /// Issues a refresh token, in a new family unless `family` is given.
     pub fn issue_refresh(&self, user_id: &str, org_id: &str, ttl_ms: u64) -> Result<String, StoreError> {
+        self.writable()?;
         let token = random_token();
         let record = RefreshToken {
             user_id: user_id.to_owned(),
@@ -49,6 +50,7 @@ impl Store {
         token: &str,
         ttl_ms: u64,
     ) -> Result<Result<(RefreshToken, String), RefreshRefusal>, StoreError> {
+        self.writable()?;
         let old_key = hash(token);
         let new_token = random_token();
         let new_key = hash(&new_token);
@@ -82,11 +84,23 @@ impl Store {
 
     /// Revokes the family of `token` (logout). Unknown tokens are ignored.
     pub fn revoke_refresh(&self, token: &str) -> Result<(), StoreError> {
+        self.writable()?;
         if let Some(raw) = self.refresh.get(hash(token))? {
             let record: RefreshToken = decode(&raw)?;
             self.revoked_families.insert(record.family.as_bytes(), &now_ms().to_be_bytes())?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+impl Store {
+    /// Makes a token expired, as time would.
+    pub(super) fn expire_refresh_for_test(&self, token: &str) {
+        let raw = self.refresh.get(hash(token)).unwrap().unwrap();
+        let mut record: RefreshToken = decode(&raw).unwrap();
+        record.expires_at = 0;
+        self.refresh.insert(hash(token), encode(&record).unwrap()).unwrap();
     }
 }
 

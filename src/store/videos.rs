@@ -23,6 +23,7 @@ fn key(org_id: &str, id: &str) -> Vec<u8> {
 
 impl Store {
     pub fn insert_video(&self, video: &Video) -> Result<(), StoreError> {
+        self.writable()?;
         self.videos.insert(key(&video.org_id, &video.id), encode(video)?)?;
         Ok(())
     }
@@ -60,6 +61,7 @@ impl Store {
 
     /// Applies `change` to a video atomically and returns the new record.
     pub fn update_video(&self, org_id: &str, id: &str, change: impl Fn(&mut Video)) -> Result<Video, StoreError> {
+        self.writable()?;
         if self.video(org_id, id)?.is_none() {
             return Err(StoreError::NotFound);
         }
@@ -90,6 +92,7 @@ impl Store {
     /// flush, so a crash can leave files without their record, or a record whose files are
     /// partly gone; the next start finishes either deletion.
     pub fn delete_video(&self, org_id: &str, id: &str) -> Result<Video, StoreError> {
+        self.writable()?;
         let raw = self.videos.remove(key(org_id, id))?.ok_or(StoreError::NotFound)?;
         let video: Video = decode(&raw)?;
         self.files.remove(&video.id)?;

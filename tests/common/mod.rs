@@ -70,9 +70,11 @@ impl Server {
         let listener = http::bind(addr).expect("bind loopback");
         let addr = listener.local_addr().unwrap();
         let running = Running::spawn(|rx| {
-            http::serve(listener, Arc::new(router), async {
+            let serving = http::serve(listener, Arc::new(router), async {
                 let _ = rx.await;
-            })
+            });
+            // Stopped, the server lets its connections finish by themselves.
+            async move { drop(serving.await) }
         });
         Server { addr, running }
     }
@@ -280,11 +282,12 @@ impl TestApp {
         let addr = listener.local_addr().unwrap();
         let runner = app.clone();
         let running = Running::spawn(|rx| async move {
-            runner
+            let exit = runner
                 .run(listener, async {
                     let _ = rx.await;
                 })
-                .await
+                .await;
+            assert_eq!(exit, tally::shutdown::Exit::Stopped, "the app stops cleanly");
         });
         TestApp { app, addr, data_dir, running }
     }
@@ -300,6 +303,17 @@ impl TestApp {
     /// Stops serving and closes every connection, as `tally serve` does on SIGTERM.
     pub async fn stop(mut self) {
         self.running.stop().await;
+    }
+}
+
+/// Says `text` on the chat (ack number `n`) and returns the acknowledgement.
+pub async fn say(ws: &mut Ws, n: u64, text: &str) -> serde_json::Value {
+    send_text(ws, &format!(r#"42{n}["chat:message",{{"text":"{text}"}}]"#)).await;
+    loop {
+        let frame = next_text(ws).await;
+        if let Some(body) = frame.strip_prefix(&format!("43{n}")) {
+            return serde_json::from_str::<serde_json::Value>(body).unwrap()[0].clone();
+        }
     }
 }
 

@@ -12,15 +12,21 @@ use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 use tokio::process::{Child, Command};
 
-use super::{Reply, request, request_with_body};
+use super::{Reply, request};
 
 pub const TALLY: &str = env!("CARGO_BIN_EXE_tally");
 pub const PASSWORD: &str = "correct horse battery";
+/// Settings that lift the chat's per-account rate limit, for tests whose chat is a load for
+/// something else (durability, disk space) rather than a test of the limit.
+pub const UNLIMITED_CHAT: [(&str, &str); 2] =
+    [("TALLY_CHAT__MESSAGES_PER_SECOND", "1000000"), ("TALLY_CHAT__BURST", "1000000")];
 
 pub struct Tally {
     pub addr: SocketAddr,
     pub data_dir: PathBuf,
     env: Vec<(String, String)>,
+    /// Where the service's log (stderr) goes; inherited when unset.
+    log: Option<PathBuf>,
     child: Option<Child>,
 }
 
@@ -46,10 +52,16 @@ pub async fn add_user(data_dir: &Path, org: &str, email: &str, role: &str) {
 impl Tally {
     /// Starts `tally serve` on `data_dir` with extra `TALLY_*` settings.
     pub async fn start(data_dir: &Path, env: &[(&str, &str)]) -> Tally {
+        Tally::start_logged(data_dir, env, None).await
+    }
+
+    /// Starts `tally serve` like [`Tally::start`], appending its log to `log` when given.
+    pub async fn start_logged(data_dir: &Path, env: &[(&str, &str)], log: Option<&Path>) -> Tally {
         let mut tally = Tally {
             addr: ([127, 0, 0, 1], free_port()).into(),
             data_dir: data_dir.to_owned(),
             env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            log: log.map(Path::to_owned),
             child: None,
         };
         tally.spawn().await;
@@ -69,6 +81,10 @@ impl Tally {
         for (key, value) in &self.env {
             command.env(key, value);
         }
+        if let Some(log) = &self.log {
+            let file = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("open the log");
+            command.stderr(file);
+        }
         self.child = Some(command.spawn().expect("start tally"));
         for _ in 0..500 {
             if tokio::net::TcpStream::connect(self.addr).await.is_ok() {
@@ -84,7 +100,7 @@ impl Tally {
 
     /// A handle for making calls to an already running server (owns no process).
     pub fn attach(addr: SocketAddr) -> Tally {
-        Tally { addr, data_dir: PathBuf::new(), env: Vec::new(), child: None }
+        Tally { addr, data_dir: PathBuf::new(), env: Vec::new(), log: None, child: None }
     }
 
     pub fn pid(&self) -> u32 {
@@ -192,6 +208,17 @@ impl Tally {
         chunks: impl Iterator<Item = Bytes> + Send + Sync + 'static,
         pause: Duration,
     ) -> Reply {
+        self.try_upload_stream(token, filename, chunks, pause).await.unwrap_or_else(|error| panic!("{error}"))
+    }
+
+    /// [`Tally::upload_stream`] that may find no server, or lose it before the answer is in.
+    pub async fn try_upload_stream(
+        &self,
+        token: &str,
+        filename: &str,
+        chunks: impl Iterator<Item = Bytes> + Send + Sync + 'static,
+        pause: Duration,
+    ) -> Result<Reply, String> {
         use futures_util::StreamExt;
         use http_body_util::{BodyExt, StreamBody};
         use hyper::body::Frame;
@@ -204,7 +231,7 @@ impl Tally {
             Ok::<_, std::io::Error>(Frame::data(chunk))
         });
         let auth = format!("Bearer {token}");
-        request_with_body(
+        super::try_request_with_body(
             self.addr,
             Method::POST,
             "/api/videos",

@@ -60,6 +60,25 @@ async function run(command) {
       }
       socket.emit(command.event, ...decode(command.args));
       return report({ id, ev: "emitted", ref });
+    case "burst": {
+      // `count` acknowledged emits at once; each result is the ack's answer or the error (a
+      // timeout), in the order they were sent, with how long each took.
+      const started = performance.now();
+      const results = await Promise.all(
+        Array.from({ length: command.count }, async (_, n) => {
+          // "{n}" anywhere in the arguments becomes the emit's number.
+          const args = decode(JSON.parse(JSON.stringify(command.args).replaceAll("{n}", String(n))));
+          const sent = performance.now();
+          try {
+            const answer = await socket.timeout(command.timeout ?? 5000).emitWithAck(command.event, ...args);
+            return { answer: encode(answer), ms: performance.now() - sent };
+          } catch (error) {
+            return { error: String(error?.message ?? error), ms: performance.now() - sent };
+          }
+        }),
+      );
+      return report({ id, ev: "burst", ref, results, ms: performance.now() - started });
+    }
     case "transport":
       return report({ id, ev: "transport", ref, transport: socket.io.engine?.transport?.name ?? null, connected: socket.connected });
     case "disconnect":

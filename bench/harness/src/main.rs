@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use scenarios::{footprint, media, realtime, soak, streaming};
+use scenarios::{durability, footprint, media, realtime, soak, streaming};
 use server::{Paths, Peer};
 
 // Below Linux's ephemeral range (32768 and up), so none of the load generator's own outgoing
@@ -28,6 +28,7 @@ const REALTIME_PORT: u16 = 21100;
 const HTTP_PORT: u16 = 21200;
 const FOOTPRINT_PORT: u16 = 21300;
 const SOAK_PORT: u16 = 21400;
+const DURABILITY_PORT: u16 = 21500;
 
 #[derive(Parser)]
 #[command(about = "Tally side by side with its peers; see bench/README.md")]
@@ -39,7 +40,7 @@ struct Args {
     #[arg(long)]
     smoke: bool,
     /// Scenario groups to run (default: all).
-    #[arg(long, value_delimiter = ',', value_parser = ["realtime", "media", "streaming", "footprint"])]
+    #[arg(long, value_delimiter = ',', value_parser = ["realtime", "media", "streaming", "footprint", "durability"])]
     only: Vec<String>,
     /// Where the report goes; BENCHMARKS.md keeps whatever lies outside its generated part.
     #[arg(long, default_value = "BENCHMARKS.md")]
@@ -72,11 +73,18 @@ struct Args {
     /// With --soak: sockets connected in each wave.
     #[arg(long, default_value_t = 1000)]
     wave: usize,
+    /// Internal: run one round of the durability scenario's SQLite writers or disk loop in
+    /// this process (so that it can be started with a slow disk's shim) and print its figures.
+    #[arg(long, hide = true)]
+    durable_worker: Option<String>,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(worker) = &args.durable_worker {
+        return durability::worker(worker);
+    }
     // The load generator holds a descriptor per client, and so does each server (which
     // inherits the raised limit).
     let limit = rlimit::increase_nofile_limit(u64::MAX)?;
@@ -135,6 +143,16 @@ async fn main() -> anyhow::Result<()> {
     if wants("streaming") {
         let size = if args.smoke { 16 << 20 } else { 1 << 30 };
         tables.extend(streaming::run(&paths, size, repetitions, HTTP_PORT).await?);
+    }
+    if wants("durability") {
+        let settings = durability::Settings {
+            senders: vec![1, 10, 100],
+            time: if args.smoke { Duration::from_secs(1) } else { Duration::from_secs(10) },
+            repetitions,
+            port: DURABILITY_PORT,
+            slow_sync: Duration::from_millis(5),
+        };
+        tables.extend(durability::run(&paths, &settings).await?);
     }
     if wants("footprint") {
         let idle_window = if args.smoke { Duration::from_secs(2) } else { Duration::from_secs(60) };

@@ -73,6 +73,11 @@ impl Paths {
     }
 }
 
+/// Settings for `tally serve` that lift the chat's per-account rate limit: a load generator's
+/// one account would otherwise be refused most of its messages.
+pub const UNLIMITED_CHAT: [(&str, &str); 2] =
+    [("TALLY_CHAT__MESSAGES_PER_SECOND", "10000000"), ("TALLY_CHAT__BURST", "10000000")];
+
 pub struct Server {
     pub name: String,
     pub port: u16,
@@ -99,15 +104,21 @@ impl Server {
         Server::spawn(peer.name(), command, port, "/socket.io/?EIO=4&transport=polling").await
     }
 
-    /// Starts `tally serve` on `data`, as the product runs.
-    pub async fn tally_service(paths: &Paths, data: &Path, port: u16) -> anyhow::Result<Server> {
+    /// Starts `tally serve` on `data`, as the product runs, with `settings` (`TALLY_*`).
+    pub async fn tally_service(
+        paths: &Paths,
+        data: &Path,
+        port: u16,
+        settings: &[(&str, &str)],
+    ) -> anyhow::Result<Server> {
         let mut command = Command::new(paths.tally());
         command
             .arg("serve")
             .env("TALLY_PORT", port.to_string())
             .env("TALLY_BIND", "127.0.0.1")
             .env("TALLY_DATA_DIR", data)
-            .env("RUST_LOG", "warn");
+            .env("RUST_LOG", "warn")
+            .envs(settings.iter().copied());
         Server::spawn("tally serve", command, port, "/healthz").await
     }
 

@@ -14,8 +14,8 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 pub enum Incoming {
     /// `42[...]`: the text after the packet type.
     Event(String),
-    /// `43<id>[...]`.
-    Ack(u64),
+    /// `43<id>[...]`: the id and the answer after it.
+    Ack(u64, String),
 }
 
 pub struct Client {
@@ -63,7 +63,8 @@ impl Client {
             }
             if let Some(ack) = text.strip_prefix("43") {
                 let digits = ack.bytes().take_while(u8::is_ascii_digit).count();
-                return Ok(Incoming::Ack(ack[..digits].parse().context("ack without id")?));
+                let id = ack[..digits].parse().context("ack without id")?;
+                return Ok(Incoming::Ack(id, ack[digits..].to_owned()));
             }
         }
     }

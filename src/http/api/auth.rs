@@ -47,7 +47,7 @@ impl Api {
         };
         tracing::info!(user = user.id, org = user.org_id, "logged in");
         let refresh = self.store.issue_refresh(&user.id, &user.org_id, self.config.refresh_ttl.as_millis() as u64)?;
-        self.store.flush().await?;
+        self.store.durable().await?;
         self.session_response(&user, &refresh)
     }
 
@@ -56,7 +56,7 @@ impl Api {
             return Err(ApiError::unauthorized("no refresh token"));
         };
         let outcome = self.store.rotate_refresh(&token, self.config.refresh_ttl.as_millis() as u64)?;
-        self.store.flush().await?;
+        self.store.durable().await?;
         let (record, next) = match outcome {
             Ok(rotated) => rotated,
             Err(refusal) => {
@@ -79,7 +79,7 @@ impl Api {
     pub(super) async fn logout(&self, request: Request<Incoming>) -> Result<Response<Body>, ApiError> {
         if let Some(token) = refresh_cookie(&request) {
             self.store.revoke_refresh(&token)?;
-            self.store.flush().await?;
+            self.store.durable().await?;
         }
         let mut response = no_content();
         response.headers_mut().insert(header::SET_COOKIE, self.refresh_cookie_header("", true));

@@ -58,7 +58,7 @@ impl Api {
         let user =
             self.store.create_user(NewUser { org_id: &org.id, email: &email, role: Role::Admin, password_hash })?;
         let refresh = self.store.issue_refresh(&user.id, &user.org_id, self.config.refresh_ttl.as_millis() as u64)?;
-        self.store.flush().await?;
+        self.store.durable().await?;
         if let Err(error) = self.setup_code.consume() {
             tracing::error!(%error, path = %self.setup_code.path().display(), "removing the used setup code failed");
         }

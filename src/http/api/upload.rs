@@ -21,7 +21,7 @@ use crate::events;
 use crate::http::Body;
 use crate::http::error::{ApiError, is_disk_full};
 use crate::http::form::{self, Field, FileField, MULTIPART_OVERHEAD, UploadForm, too_large};
-use crate::store::{Video, VideoStatus, new_id, now_ms};
+use crate::store::{StoreError, Video, VideoStatus, new_id, now_ms};
 
 /// How often free space is checked again while writing.
 const SPACE_CHECK_BYTES: u64 = 8 * 1024 * 1024;
@@ -66,6 +66,9 @@ impl Api {
             .and_then(|v| v.parse::<u64>().ok());
         let early = if declared.is_some_and(|len| len > max + MULTIPART_OVERHEAD) {
             Some(too_large(max))
+        } else if let Some(fault) = self.store.fault() {
+            // No point taking in gigabytes the store could not record.
+            Some(StoreError::Unavailable(fault).into())
         } else {
             self.ensure_space(declared.unwrap_or(0)).err()
         };
@@ -171,11 +174,16 @@ impl Api {
         };
         // The record and its processing job are written together.
         let recorded = match self.jobs.submit(&video) {
-            Ok(()) => self.store.flush().await,
+            Ok(()) => self.store.durable().await,
             Err(error) => Err(error),
         };
         if let Err(error) = recorded {
-            let _ = self.store.files().remove(&video.id);
+            // Not acknowledged, so not kept: undo what may have been written (best effort; a
+            // record left without its file is removed at the next start).
+            let _ = self.jobs.cancel(&video.id);
+            let _ = self.store.take_back_upload(&video.org_id, &video.id);
+            let files = self.store.files().clone();
+            let _ = tokio::task::spawn_blocking(move || files.remove(&video.id)).await;
             return Err(error.into());
         }
         tracing::info!(video = video.id, org = video.org_id, size = video.size, by = caller.user.id, "video uploaded");

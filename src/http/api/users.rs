@@ -41,7 +41,7 @@ impl Api {
         let password_hash = hash_password(new.password).await?;
         let user =
             self.store.create_user(NewUser { org_id: &caller.user.org_id, email, role: new.role, password_hash })?;
-        self.store.flush().await?;
+        self.store.durable().await?;
         tracing::info!(user = user.id, org = user.org_id, by = caller.user.id, "user created");
         json_response(StatusCode::CREATED, &self.user_json(&user)?)
     }
@@ -59,7 +59,7 @@ impl Api {
             self.ensure_not_last_admin(org, id)?;
         }
         let user = self.store.set_role(org, id, update.role)?;
-        self.store.flush().await?;
+        self.store.durable().await?;
         json_response(StatusCode::OK, &self.user_json(&user)?)
     }
 
@@ -68,7 +68,7 @@ impl Api {
         let org = &caller.user.org_id;
         self.ensure_not_last_admin(org, id)?;
         self.store.delete_user(org, id)?;
-        self.store.flush().await?;
+        self.store.durable().await?;
         tracing::info!(user = id, org, by = caller.user.id, "user deleted");
         Ok(no_content())
     }

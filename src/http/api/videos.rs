@@ -10,7 +10,7 @@ use super::{Api, Caller, EDITORS, json_response, no_content, query_params, read_
 use crate::events;
 use crate::http::Body;
 use crate::http::error::ApiError;
-use crate::store::{Video, VideoQuery, VideoStatus};
+use crate::store::{StoreError, Video, VideoQuery, VideoStatus};
 
 const DEFAULT_PAGE: usize = 50;
 const MAX_PAGE: usize = 200;
@@ -72,8 +72,8 @@ impl Api {
         let video = self
             .store
             .update_video(&caller.user.org_id, id, |video| video.title = title.clone())
-            .map_err(|_| ApiError::not_found("video"))?;
-        self.store.flush().await?;
+            .map_err(not_found_as_video)?;
+        self.store.durable().await?;
         self.news.announce(events::VIDEO_UPDATED, &video);
         json_response(StatusCode::OK, &self.video_json(&video))
     }
@@ -84,11 +84,20 @@ impl Api {
         }
         caller.require(EDITORS)?;
         self.jobs.cancel(id)?;
-        let video = self.store.delete_video(&caller.user.org_id, id).map_err(|_| ApiError::not_found("video"))?;
-        self.store.flush().await?;
+        let video = self.store.delete_video(&caller.user.org_id, id).map_err(not_found_as_video)?;
+        self.store.durable().await?;
         tracing::info!(video = video.id, org = video.org_id, by = caller.user.id, "video deleted");
         self.news.announce(events::VIDEO_DELETED, &video);
         Ok(no_content())
+    }
+}
+
+/// A video gone meanwhile (deleted by another request) is a 404 like any unknown one; every
+/// other store error keeps its own answer (503 on a stalled store, 507 on a full disk).
+fn not_found_as_video(error: StoreError) -> ApiError {
+    match error {
+        StoreError::NotFound => ApiError::not_found("video"),
+        other => other.into(),
     }
 }
 

@@ -33,7 +33,7 @@ pub async fn run(paths: &Paths, window: Duration, repetitions: usize, port: u16)
     for repetition in 0..repetitions {
         eprintln!("[footprint {}/{repetitions}] start and idle memory", repetition + 1);
         let data = tempfile::Builder::new().prefix("tally-bench-footprint").tempdir_in(paths.root.join("target"))?;
-        let service = Server::tally_service(paths, data.path(), port).await?;
+        let service = Server::tally_service(paths, data.path(), port, &[]).await?;
         let mut servers = vec![("tally serve", service)];
         for (offset, peer) in Peer::order(repetition).into_iter().enumerate() {
             servers.push((peer.name(), Server::peer(peer, paths, port + 1 + offset as u16).await?));

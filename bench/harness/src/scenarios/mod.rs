@@ -1,5 +1,6 @@
 //! The benchmark scenarios; each returns tables of samples for the report.
 
+pub mod durability;
 pub mod footprint;
 pub mod media;
 pub mod realtime;

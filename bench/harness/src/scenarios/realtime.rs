@@ -244,7 +244,7 @@ async fn run_echo(server: &Server, settings: &Settings) -> anyhow::Result<(f64, 
             while !stop.load(Ordering::Relaxed) {
                 client.send(format!(r#"42{id}["echo",{{"n":{id},"text":"hello"}}]"#)).await?;
                 loop {
-                    if let Incoming::Ack(answered) = client.next().await?
+                    if let Incoming::Ack(answered, _) = client.next().await?
                         && answered == id
                     {
                         break;

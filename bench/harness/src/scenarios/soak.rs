@@ -17,7 +17,7 @@ use super::media::make_video;
 use super::streaming::{add_user, delete_video, login};
 use crate::http::{Conn, body};
 use crate::procstat::ProcStat;
-use crate::server::{Paths, Server};
+use crate::server::{Paths, Server, UNLIMITED_CHAT};
 use crate::sio::Client;
 
 /// Growth from the middle to the last third that counts as a leak: both bounds are crossed.
@@ -47,7 +47,10 @@ pub async fn run(paths: &Paths, settings: &Settings) -> anyhow::Result<String> {
     let clip = data.path().join("soak-clip.mp4");
     make_video(&clip, 320, 180, 2).await?;
     let clip = Bytes::from(tokio::fs::read(&clip).await?);
-    let service = Server::tally_service(paths, data.path(), settings.port).await?;
+    // A wave is a thousand sockets from one address at once: more than the handshakes in
+    // waiting one address may have (a limit for browsers, not for a load generator).
+    let settings_env = [UNLIMITED_CHAT[0], UNLIMITED_CHAT[1], ("TALLY_REALTIME__MAX_PENDING_PER_ADDRESS", "100000")];
+    let service = Server::tally_service(paths, data.path(), settings.port, &settings_env).await?;
     let token = login(settings.port).await?;
     let sockets_seen = Arc::new(AtomicU64::new(0));
     let uploads = Arc::new(AtomicU64::new(0));
@@ -116,7 +119,7 @@ async fn chatter(port: u16, token: String, end: Instant) -> anyhow::Result<()> {
         n += 1;
         client.send(format!(r#"42{n}["chat:message",{{"text":"soak {n}"}}]"#)).await?;
         loop {
-            if let crate::sio::Incoming::Ack(id) = client.next().await?
+            if let crate::sio::Incoming::Ack(id, _) = client.next().await?
                 && id == n
             {
                 break;

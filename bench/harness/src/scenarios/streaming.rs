@@ -33,7 +33,7 @@ pub async fn run(paths: &Paths, size: u64, repetitions: usize, port: u16) -> any
     write_source(&source, size).await?;
     let data = work.path().join("data");
     add_user(paths, &data).await?;
-    let service = Server::tally_service(paths, &data, port).await?;
+    let service = Server::tally_service(paths, &data, port, &[]).await?;
     let token = login(port).await?;
     let mib = size >> 20;
 

@@ -57,8 +57,8 @@ struct State {
     /// The last ticket handed out. A ticket is taken after its writes, so a flush that starts
     /// after it covers them.
     issued: u64,
-    /// The flush running now: the last ticket it covers, and when it began.
-    in_flight: Option<(u64, Instant)>,
+    /// When the flush running now began.
+    in_flight: Option<Instant>,
     /// Whether the running flush's stall has been logged (once per stall).
     stall_logged: bool,
     closing: bool,
@@ -87,7 +87,7 @@ impl Shared {
         if let Some(failed) = self.progress.borrow().failed.clone() {
             return Some(failed);
         }
-        let (_, started) = state.in_flight?;
+        let started = state.in_flight?;
         let stuck = started.elapsed();
         if stuck < self.deadline {
             return None;
@@ -264,7 +264,7 @@ fn run(shared: &Shared, db: &sled::Db, log: &std::fs::File) {
             if state.issued == durable {
                 return; // closing, and nothing left to flush
             }
-            state.in_flight = Some((state.issued, Instant::now()));
+            state.in_flight = Some(Instant::now());
             state.stall_logged = false;
             state.issued
         };

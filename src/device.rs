@@ -38,14 +38,11 @@ const ATTENTION_FOR: Duration = Duration::from_secs(10 * 60);
 /// What the last health probe (a small write through the flusher) found.
 #[derive(Debug, Clone)]
 enum Probe {
-    /// None has finished yet; the database was flushed as it opened.
-    Pending(Instant),
+    /// The last write got through at this instant (at start: when the database was opened
+    /// and flushed).
     Passed(Instant),
     /// It failed: `stuck` when the write path hangs, rather than refuses (a full disk).
-    Failed {
-        reason: String,
-        stuck: bool,
-    },
+    Failed { reason: String, stuck: bool },
 }
 
 pub struct Device {
@@ -141,7 +138,7 @@ impl Device {
             storage_low_bytes,
             restart: AtomicBool::new(false),
             restart_wanted: Notify::new(),
-            probe: Mutex::new(Probe::Pending(Instant::now())),
+            probe: Mutex::new(Probe::Passed(Instant::now())),
             probe_overdue: PROBE_EVERY * 2 + flush_timeout * 2,
         }
     }
@@ -174,13 +171,13 @@ impl Device {
         if let Err(error) = self.store.schema_version() {
             return Some((format!("the database cannot be read: {error}"), true));
         }
-        let probe = self.probe.lock().map(|probe| probe.clone()).unwrap_or(Probe::Pending(Instant::now()));
+        let probe = self.probe.lock().map(|probe| probe.clone()).unwrap_or(Probe::Passed(Instant::now()));
         match probe {
             Probe::Failed { reason, stuck } => Some((reason, stuck)),
-            Probe::Pending(since) | Probe::Passed(since) if since.elapsed() > self.probe_overdue => {
-                Some((format!("no write has got through for {} s", since.elapsed().as_secs()), true))
+            Probe::Passed(at) if at.elapsed() > self.probe_overdue => {
+                Some((format!("no write has got through for {} s", at.elapsed().as_secs()), true))
             }
-            Probe::Pending(_) | Probe::Passed(_) => None,
+            Probe::Passed(_) => None,
         }
     }
 

@@ -180,6 +180,28 @@ async fn patches_uploads_deletions_and_chat_at_once_all_answer_and_agree() {
     files_agree(dir.path(), &listed);
     assert!(ids[5..].iter().all(|id| !listed.contains_key(id)), "the deleted are gone");
     assert!(ids[..5].iter().all(|id| listed[id]["title"].as_str().unwrap().starts_with("title ")));
+    // Once every job has settled (deletions raced some of them), the queue's counts say so.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let metrics = common::get(tally.addr, "/metrics").await.body;
+        let level = |state: &str| {
+            metrics
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("tally_jobs{{state=\"{state}\"}} ")).map(str::to_owned))
+        };
+        let settled =
+            videos(&tally, &editor).await.values().all(|v| v["status"] == "failed" || v["status"] == "processed");
+        if settled && level("queued").as_deref() == Some("0") && level("running").as_deref() == Some("0") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the job counts never settled: {:?} {:?}",
+            level("queued"),
+            level("running")
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

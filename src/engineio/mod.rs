@@ -201,23 +201,21 @@ pub struct Engine {
     sessions: RwLock<HashMap<Sid, Arc<Session>>>,
     /// Sessions not yet admitted, per client address.
     pending: Mutex<HashMap<IpAddr, usize>>,
-    me: Weak<Engine>,
 }
 
 impl Engine {
     pub fn new(config: EngineConfig, handler: Arc<dyn Handler>) -> Arc<Engine> {
-        Arc::new_cyclic(|me| Engine {
+        Arc::new(Engine {
             config: Arc::new(config),
             handler,
             sessions: RwLock::new(HashMap::new()),
             pending: Mutex::new(HashMap::new()),
-            me: me.clone(),
         })
     }
 
     /// Takes a place for a new session from `address`, or says why there is none. IPv6
     /// addresses count by their /64, which one host may hand itself addresses from at will.
-    fn reserve(&self, address: IpAddr) -> Result<PendingSlot, Refusal> {
+    fn reserve(self: &Arc<Self>, address: IpAddr) -> Result<PendingSlot, Refusal> {
         let address = match address {
             IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
                 Some(v4) => IpAddr::V4(v4),
@@ -234,7 +232,7 @@ impl Engine {
             return Err(Refusal::TooManyPending);
         }
         *count += 1;
-        Ok(PendingSlot { engine: self.me.clone(), address })
+        Ok(PendingSlot { engine: Arc::downgrade(self), address })
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -349,18 +347,12 @@ impl Engine {
         info: RequestInfo,
         upgrade: Upgrade,
     ) -> Response<Full<Bytes>> {
-        let (slot, upgrading) = match upgrade {
-            Upgrade::New(slot) => (Some(slot), None),
-            Upgrade::Of(session) => (None, Some(session)),
-        };
         let Some(accept_key) = request
             .headers()
             .get(header::SEC_WEBSOCKET_KEY)
             .map(|key| tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes()))
         else {
-            if let Some(session) = &upgrading {
-                session.upgrade_claimed.store(false, std::sync::atomic::Ordering::Release);
-            }
+            upgrade.give_up();
             return ErrorCode::BadRequest.response();
         };
         let on_upgrade = hyper::upgrade::on(request);
@@ -370,17 +362,14 @@ impl Engine {
                 Ok(upgraded) => upgraded,
                 Err(error) => {
                     tracing::debug!(%error, "websocket upgrade failed");
-                    if let Some(session) = &upgrading {
-                        session.upgrade_claimed.store(false, std::sync::atomic::Ordering::Release);
-                    }
+                    upgrade.give_up();
                     return;
                 }
             };
             let ws = websocket::accept(upgraded, engine.config.max_payload).await;
-            match (upgrading, slot) {
-                (Some(session), _) => websocket::run_upgrade(engine, ws, session).await,
-                (None, None) => {}
-                (None, Some(slot)) => {
+            match upgrade {
+                Upgrade::Of(session) => websocket::run_upgrade(engine, ws, session).await,
+                Upgrade::New(slot) => {
                     let session = engine.create_session(Transport::WebSocket, info, slot);
                     let open = Frame::open(&engine.handshake_json(&session, Transport::WebSocket));
                     let _ = session.send(open);
@@ -464,6 +453,16 @@ impl Engine {
 enum Upgrade {
     New(PendingSlot),
     Of(Arc<Session>),
+}
+
+impl Upgrade {
+    /// The handshake failed: a polling session may be upgraded by another try (a new
+    /// session's place is given back as the slot drops).
+    fn give_up(self) {
+        if let Upgrade::Of(session) = self {
+            session.upgrade_claimed.store(false, std::sync::atomic::Ordering::Release);
+        }
+    }
 }
 
 /// The query parameters Engine.IO reads.

@@ -3,8 +3,7 @@
 use hyper::{Response, StatusCode, header};
 
 use super::{Body, full};
-pub use crate::store::is_disk_full;
-use crate::store::{StorageFault, StoreError};
+use crate::store::{StorageFault, StoreError, is_disk_full};
 
 #[derive(Debug)]
 pub struct ApiError {

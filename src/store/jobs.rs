@@ -283,6 +283,27 @@ mod tests {
     }
 
     #[test]
+    fn a_job_cancelled_while_it_runs_records_nothing_and_is_counted_once() {
+        // A deletion cancels the job while its worker is finishing it: the worker's outcome,
+        // arriving second, finds no job and changes nothing, counts included.
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.insert_video_with_job(&video("v")).unwrap();
+        let mut job = store.claim_job().unwrap().unwrap();
+        assert_eq!(store.job_counts(), (0, 1));
+        store.remove_jobs_of("v").unwrap();
+        assert_eq!(store.job_counts(), (0, 0));
+        for state in [JobState::Failed, JobState::Queued, JobState::Done] {
+            job.state = state;
+            assert!(matches!(store.finish_job(&job, &video("v")), Err(StoreError::NotFound)), "{state:?}");
+        }
+        assert_eq!(store.job_counts(), (0, 0));
+        assert!(
+            store.jobs_in(JobState::Failed).unwrap().is_empty() && store.jobs_in(JobState::Queued).unwrap().is_empty()
+        );
+    }
+
+    #[test]
     fn finished_jobs_leave_the_queue_failed_ones_stay_and_running_ones_come_back() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();

@@ -19,9 +19,9 @@ use super::videos::valid_title;
 use super::{Api, Caller, EDITORS, json_response};
 use crate::events;
 use crate::http::Body;
-use crate::http::error::{ApiError, is_disk_full};
+use crate::http::error::ApiError;
 use crate::http::form::{self, Field, FileField, MULTIPART_OVERHEAD, UploadForm, too_large};
-use crate::store::{StoreError, Video, VideoStatus, new_id, now_ms};
+use crate::store::{StoreError, Video, VideoStatus, is_disk_full, new_id, now_ms};
 
 /// How often free space is checked again while writing.
 const SPACE_CHECK_BYTES: u64 = 8 * 1024 * 1024;

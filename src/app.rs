@@ -50,11 +50,16 @@ impl App {
         let store = Store::open_with(&config.data_dir, config.flush_timeout())
             .with_context(|| format!("opening the database in {}", config.data_dir.display()))?;
         let io = SocketIo::new(config.socketio());
-        events::install(&io, keys.clone(), Arc::new(store.clone()));
+        events::install(&io, keys.clone(), &store);
         crate::chat::install(&io, store.clone(), &config.chat);
         let media = Arc::new(Media::new(config.media.pipeline()).context("starting GStreamer")?);
         let hardware_decoder = media.hardware_available();
-        let news = VideoNews::new(io.clone(), keys.clone(), Duration::from_secs(config.media_url_ttl_secs));
+        let news = VideoNews::new(
+            io.clone(),
+            keys.clone(),
+            Arc::new(store.clone()),
+            Duration::from_secs(config.media_url_ttl_secs),
+        );
         let metrics = Arc::new(Metrics::new());
         let program = match &config.media.worker {
             Some(program) => program.clone(),

@@ -83,8 +83,9 @@ pub fn install(io: &SocketIo, store: Store, config: &ChatConfig) {
             .args
             .first()
             .and_then(|a| a.as_str().or_else(|| a.get("text")?.as_str()))
-            .map(str::trim)
-            .unwrap_or("");
+            .map(crate::text::without_bidi_controls)
+            .unwrap_or_default();
+        let text = text.as_str();
         if text.is_empty() || text.chars().count() > MAX_TEXT_CHARS || text.chars().any(|c| c.is_control() && c != '\n')
         {
             reply(ack, json!({ "error": format!("a message is 1 to {MAX_TEXT_CHARS} characters") }));

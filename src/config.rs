@@ -23,6 +23,9 @@ use crate::store::Retention;
 /// Where the service looks for its config file when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/tally/config.toml";
 
+/// The longest grace window `refresh_grace_secs` may set.
+pub const MAX_REFRESH_GRACE_SECS: u64 = 60;
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -36,6 +39,10 @@ pub struct Config {
     pub access_token_ttl_secs: u64,
     /// Lifetime of a login session (its refresh token), in seconds.
     pub refresh_token_ttl_secs: u64,
+    /// A rotated refresh token gets the same successor for this long (tabs refreshing at
+    /// once, a retried request); reused later, it revokes its session. At most
+    /// [`MAX_REFRESH_GRACE_SECS`]: a long window would blunt theft detection.
+    pub refresh_grace_secs: u64,
     /// Lifetime of the signed stream and thumbnail URLs, in seconds.
     pub media_url_ttl_secs: u64,
     /// Largest video upload, in bytes.
@@ -132,6 +139,7 @@ impl Default for Config {
             cors_origins: Vec::new(),
             access_token_ttl_secs: 15 * 60,
             refresh_token_ttl_secs: 30 * 24 * 3600,
+            refresh_grace_secs: 10,
             media_url_ttl_secs: 2 * 3600,
             max_upload_bytes: 4 << 30,
             min_free_bytes: 100 << 20,
@@ -246,10 +254,16 @@ impl Config {
             max_payload: r.max_payload,
             upgrade_timeout: Duration::from_millis(r.upgrade_timeout_ms),
             max_buffered_packets: r.max_buffered_packets,
-            cors_origins: self.cors_origins.clone(),
+            cors_origins: self.origins(),
+            same_origin_only: true,
             max_sessions: r.max_sessions,
             max_pending_per_address: r.max_pending_per_address,
         }
+    }
+
+    /// `cors_origins` as browsers write an `Origin`: without a trailing slash.
+    fn origins(&self) -> Vec<String> {
+        self.cors_origins.iter().map(|origin| origin.trim_end_matches('/').to_owned()).collect()
     }
 
     pub fn api(&self) -> ApiConfig {
@@ -262,6 +276,8 @@ impl Config {
             secure_cookies: self.secure_cookies,
             login_attempts_per_minute: self.login_attempts_per_minute,
             login_attempts_per_address_per_minute: self.login_attempts_per_address_per_minute,
+            refresh_grace: Duration::from_secs(self.refresh_grace_secs.min(MAX_REFRESH_GRACE_SECS)),
+            allowed_origins: self.origins(),
         }
     }
 

@@ -11,16 +11,24 @@
 //!
 //! With connection state recovery on (the default), a client that drops and comes back
 //! within the window gets every event it missed; the token is checked again, and the socket
-//! is recovered only by the same user of the same organization with the same role.
+//! is recovered only by the same user of the same organization.
+//!
+//! The stored account, not the token, is what counts: the handshake (and a recovery) is
+//! refused when the account is gone or has moved, the device room follows the stored role,
+//! and every account change the store announces is applied to that account's open sockets at
+//! once: a deleted user is disconnected, a demoted admin leaves the device room. Each socket
+//! is in its user's room (`user:<id>`) for that, and video records reach each account in its
+//! own room, with media URLs signed for that account.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use tokio::sync::broadcast::error::RecvError;
 
 use crate::auth::{Claims, Role, TokenError, TokenKeys, handshake_token, unix_now};
-use crate::socketio::{AckSender, ConnectError, Payload, Socket, SocketIo};
-use crate::store::Video;
+use crate::socketio::{AckSender, ConnectError, Namespace, Payload, Socket, SocketIo};
+use crate::store::{AccountChanged, Store, StoreError, Video};
 
 pub const VIDEO_CREATED: &str = "video:created";
 pub const VIDEO_UPDATED: &str = "video:updated";
@@ -40,18 +48,25 @@ pub const DEVICE_ROOM: &str = "device";
 pub struct VideoNews {
     io: SocketIo,
     keys: Arc<TokenKeys>,
+    directory: Arc<dyn Directory>,
     media_url_ttl: Duration,
 }
 
 impl VideoNews {
-    pub fn new(io: SocketIo, keys: Arc<TokenKeys>, media_url_ttl: Duration) -> VideoNews {
-        VideoNews { io, keys, media_url_ttl }
+    pub fn new(
+        io: SocketIo,
+        keys: Arc<TokenKeys>,
+        directory: Arc<dyn Directory>,
+        media_url_ttl: Duration,
+    ) -> VideoNews {
+        VideoNews { io, keys, directory, media_url_ttl }
     }
 
-    /// The video as clients see it: the record plus URLs signed for this video only.
-    pub fn view(&self, video: &Video) -> Value {
+    /// The video as account `viewer` sees it: the record plus URLs signed for this video and
+    /// this account only.
+    pub fn view(&self, video: &Video, viewer: &str) -> Value {
         let mut value = serde_json::to_value(video).unwrap_or(Value::Null);
-        match self.keys.issue_media(&video.id, &video.org_id, self.media_url_ttl) {
+        match self.keys.issue_media(viewer, &video.id, &video.org_id, self.media_url_ttl) {
             Ok(token) => {
                 let base = format!("/api/videos/{}", video.id);
                 value["streamUrl"] = json!(format!("{base}/stream?token={token}"));
@@ -64,11 +79,21 @@ impl VideoNews {
         value
     }
 
-    /// Sends `event` with the video (or just its id, for deletions) to its organization and
-    /// to the sockets following it.
+    /// Sends `event` with the video to each account of its organization, in the account's
+    /// room with URLs signed for it (just the id, to the organization, for deletions).
+    /// Following a video adds nothing here: its followers are of the organization.
     pub fn announce(&self, event: &str, video: &Video) {
-        let payload = if event == VIDEO_DELETED { json!({ "id": video.id }) } else { self.view(video) };
-        self.send(video, event, payload);
+        if event == VIDEO_DELETED {
+            return self.send(video, event, json!({ "id": video.id }));
+        }
+        let members = match self.directory.members(&video.org_id) {
+            Ok(members) => members,
+            Err(error) => return tracing::error!(%error, video = video.id, event, "listing the organization failed"),
+        };
+        let main = self.io.of("/");
+        for user in members {
+            main.to(user_room(&user)).emit(event, vec![self.view(video, &user)]);
+        }
     }
 
     pub fn progress(&self, video: &Video, stage: &str, percent: u8, eta_seconds: Option<u64>) {
@@ -93,13 +118,33 @@ pub fn announce_device(io: &SocketIo, status: Value) {
     io.of("/").to(DEVICE_ROOM).emit(DEVICE_STATUS, vec![status]);
 }
 
-/// Who may see which video; the store implements it.
-pub trait VideoDirectory: Send + Sync + 'static {
+/// An account as stored now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub org: String,
+    pub role: Role,
+}
+
+/// Who exists, in which organization, with which role, and who may see which video: what
+/// the real-time layer asks the store.
+pub trait Directory: Send + Sync + 'static {
+    /// The account `user_id` now; `None` once it is deleted.
+    fn account(&self, user_id: &str) -> Result<Option<Account>, StoreError>;
+    /// The ids of an organization's accounts.
+    fn members(&self, org: &str) -> Result<Vec<String>, StoreError>;
     /// Whether `video_id` names a video of organization `org`.
     fn belongs_to(&self, video_id: &str, org: &str) -> bool;
 }
 
-impl VideoDirectory for crate::store::Store {
+impl Directory for Store {
+    fn account(&self, user_id: &str) -> Result<Option<Account>, StoreError> {
+        Ok(self.user(user_id)?.map(|user| Account { org: user.org_id, role: user.role }))
+    }
+
+    fn members(&self, org: &str) -> Result<Vec<String>, StoreError> {
+        Ok(self.users_of(org)?.into_iter().map(|user| user.id).collect())
+    }
+
     fn belongs_to(&self, video_id: &str, org: &str) -> bool {
         self.video_belongs_to(video_id, org)
     }
@@ -113,42 +158,61 @@ pub fn video_room(video_id: &str) -> String {
     format!("video:{video_id}")
 }
 
-/// Wires authentication and the application events onto the `/` namespace.
-pub fn install(io: &SocketIo, keys: Arc<TokenKeys>, videos: Arc<dyn VideoDirectory>) {
+/// Every socket of one account.
+pub fn user_room(user_id: &str) -> String {
+    format!("user:{user_id}")
+}
+
+/// Wires authentication and the application events onto the `/` namespace, and applies
+/// the store's account changes to open sockets.
+pub fn install(io: &SocketIo, keys: Arc<TokenKeys>, store: &Store) {
+    let directory: Arc<dyn Directory> = Arc::new(store.clone());
     let main = io.of("/");
+    let accounts = directory.clone();
     main.use_middleware(move |handshake, extensions| {
         let Some(token) = handshake_token(&handshake.auth) else {
             return Err(ConnectError::new("Authentication required"));
         };
-        match keys.verify(token) {
-            Ok(claims) => {
-                extensions.insert(claims);
-                Ok(())
+        let mut claims = keys.verify(token).map_err(|(TokenError::Expired | TokenError::Invalid)| invalid_token())?;
+        // A signature says who the account was; only the store says it still is, and with
+        // which role (the socket carries the stored one).
+        match accounts.account(&claims.sub) {
+            Ok(Some(account)) if account.org == claims.org => claims.role = account.role,
+            Ok(_) => return Err(invalid_token()),
+            Err(error) => {
+                tracing::error!(%error, "reading an account failed");
+                return Err(ConnectError::new("Server unavailable"));
             }
-            Err(TokenError::Expired | TokenError::Invalid) => Err(ConnectError::new("Invalid token")),
         }
+        extensions.insert(claims);
+        Ok(())
     });
-    // A reconnecting client recovers its socket (and its rooms) only as the same user of the
-    // same organization with the same role.
+    // A reconnecting client recovers its socket (and its rooms, and what they missed) only
+    // as the same user of the same organization with the same stored role: an admin demoted
+    // meanwhile starts afresh rather than replay what only admins get.
     main.guard_recovery(|dropped, fresh| match (dropped.get::<Claims>(), fresh.get::<Claims>()) {
         (Some(dropped), Some(fresh)) => {
             dropped.sub == fresh.sub && dropped.org == fresh.org && dropped.role == fresh.role
         }
         _ => false,
     });
-    main.on_connect(|socket| {
+    let reconciler = Arc::new(Reconciler { directory: directory.clone(), one_at_a_time: Default::default() });
+    let connected = reconciler.clone();
+    main.on_connect(move |socket| {
         let Some(claims) = socket.extensions().get::<Claims>() else {
             socket.disconnect();
             return;
         };
         socket.join(org_room(&claims.org));
-        if claims.role == Role::Admin {
-            socket.join(DEVICE_ROOM);
-        }
+        socket.join(user_room(&claims.sub));
+        // In the user's room first, then read the account: a change written after this read
+        // is announced after it, and finds the socket in the room.
+        connected.apply(socket);
         tracing::info!(socket = %socket.id(), user = claims.sub, org = claims.org, recovered = socket.recovered(), "user connected");
         close_when_expired(socket, claims.exp);
     });
-    let subscribe_videos = videos.clone();
+    follow_accounts(&main, store.account_changes(), Arc::downgrade(&reconciler));
+    let subscribe_videos = directory.clone();
     main.on("video:subscribe", move |socket, payload, ack| {
         let answer = match requested_video(&payload) {
             Some(id) if owns(socket, subscribe_videos.as_ref(), id) => {
@@ -179,11 +243,76 @@ fn requested_video(payload: &Payload) -> Option<&str> {
     first.as_str().or_else(|| first.get("videoId")?.as_str()).filter(|id| !id.is_empty())
 }
 
-fn owns(socket: &Socket, videos: &dyn VideoDirectory, video_id: &str) -> bool {
+fn owns(socket: &Socket, videos: &dyn Directory, video_id: &str) -> bool {
     let Some(claims) = socket.extensions().get::<Claims>() else {
         return false;
     };
     videos.belongs_to(video_id, &claims.org)
+}
+
+fn invalid_token() -> ConnectError {
+    ConnectError::new("Invalid token")
+}
+
+/// Brings sockets in line with their accounts as stored: one deleted (or moved to another
+/// organization) is disconnected, and the device room follows the role. One socket at a
+/// time: a connect reading "admin" and a demotion's pass reading "editor" must not apply
+/// their results in the opposite order.
+struct Reconciler {
+    directory: Arc<dyn Directory>,
+    one_at_a_time: std::sync::Mutex<()>,
+}
+
+impl Reconciler {
+    fn apply(&self, socket: &Arc<Socket>) {
+        let _one = self.one_at_a_time.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let Some(claims) = socket.extensions().get::<Claims>() else { return socket.disconnect() };
+        match self.directory.account(&claims.sub) {
+            Ok(Some(account)) if account.org == claims.org => {
+                if account.role == Role::Admin {
+                    socket.join(DEVICE_ROOM);
+                } else {
+                    socket.leave(DEVICE_ROOM);
+                }
+            }
+            Ok(_) => {
+                tracing::info!(socket = %socket.id(), user = claims.sub, "the account is gone; disconnecting its socket");
+                socket.disconnect();
+            }
+            // Unsure is out: the client reconnects, and the handshake reads the account again.
+            Err(error) => {
+                tracing::error!(%error, user = claims.sub, "re-reading an account failed; disconnecting its socket");
+                socket.disconnect();
+            }
+        }
+    }
+}
+
+/// Applies each announced account change to that account's sockets; after missing some
+/// (a burst beyond the channel), every socket is checked. Ends with the store.
+fn follow_accounts(
+    main: &Arc<Namespace>,
+    mut changes: tokio::sync::broadcast::Receiver<AccountChanged>,
+    reconciler: Weak<Reconciler>,
+) {
+    let main = Arc::downgrade(main);
+    tokio::spawn(async move {
+        loop {
+            let change = changes.recv().await;
+            let (Some(main), Some(reconciler)) = (main.upgrade(), reconciler.upgrade()) else { return };
+            let sockets = match change {
+                Ok(change) => main.to(user_room(&change.user_id)).sockets(),
+                Err(RecvError::Lagged(missed)) => {
+                    tracing::warn!(missed, "account changes came faster than they were applied; checking every socket");
+                    main.broadcast().sockets()
+                }
+                Err(RecvError::Closed) => return,
+            };
+            for socket in sockets {
+                reconciler.apply(&socket);
+            }
+        }
+    });
 }
 
 /// Answers an acknowledgement, when the client asked for one.

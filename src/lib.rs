@@ -4,7 +4,7 @@
 //! (the application's real-time events). [`http`] serves them; [`auth`] issues and checks
 //! tokens; [`config`] reads settings; [`store`] keeps state, made durable through its one
 //! flusher; [`housekeeping`] keeps it bounded; [`app`] assembles the service and
-//! [`shutdown`] ends it in bounded time.
+//! [`shutdown`] ends it in bounded time; [`text`] cleans what people type.
 
 pub mod app;
 pub mod auth;
@@ -25,3 +25,4 @@ pub mod service;
 pub mod shutdown;
 pub mod socketio;
 pub mod store;
+pub mod text;

@@ -65,7 +65,8 @@ fn files_in(dir: &std::path::Path) -> Vec<String> {
 
 #[tokio::test]
 async fn login_refresh_rotation_reuse_and_logout() {
-    let (_dir, tally) = two_orgs(&[]).await;
+    // No grace window: a reuse counts as theft at once (tests/security.rs covers the window).
+    let (_dir, tally) = two_orgs(&[("TALLY_REFRESH_GRACE_SECS", "0")]).await;
     for (email, password) in [("admin@acme.test", "wrong password"), ("nobody@acme.test", PASSWORD)] {
         let reply = tally.login(email, password).await;
         assert_eq!(reply.status, 401);

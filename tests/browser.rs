@@ -6,9 +6,9 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::Stdio;
 
 use common::fixtures::{Painter, Spec, fill, make_video};
+use common::node::chromium_report;
 use common::process::{PASSWORD, Tally, add_user};
 
 fn painted(path: &std::path::Path, paint: Box<Painter>) {
@@ -17,7 +17,6 @@ fn painted(path: &std::path::Path, paint: Box<Painter>) {
 
 #[tokio::test]
 async fn the_page_in_chromium() {
-    assert!(std::path::Path::new("/usr/bin/chromium").exists(), "Chromium is needed: scripts/deps test installs it");
     let dir = tempfile::tempdir().unwrap();
     add_user(dir.path(), "Acme", "editor@acme.test", "editor").await;
     add_user(dir.path(), "Acme", "peer@acme.test", "viewer").await;
@@ -50,7 +49,6 @@ async fn the_page_in_chromium() {
     std::fs::write(&notes, "not a video").unwrap();
     let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
     std::fs::create_dir_all(&shots).unwrap();
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/js/browser.mjs");
     let config = serde_json::json!({
         "url": format!("http://{}/", tally.addr),
         "password": PASSWORD,
@@ -64,18 +62,7 @@ async fn the_page_in_chromium() {
         "setupCode": setup_code,
         "shots": shots,
     });
-    let output = tokio::process::Command::new("node")
-        .arg(&script)
-        .arg(config.to_string())
-        .current_dir(script.parent().unwrap())
-        .stderr(Stdio::inherit())
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "the browser run failed: {stdout}");
-    let report: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or("{}")).unwrap();
-    eprintln!("browser report: {report}");
+    let report = chromium_report("browser.mjs", &config).await;
     assert_eq!(report["thumbnailsLoaded"], true);
     assert!(report["calmDuration"].as_f64().is_some_and(|d| (2.9..3.1).contains(&d)), "{report}");
     assert!(report["calmVerdict"].as_str().unwrap().contains("safe"), "{report}");

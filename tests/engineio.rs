@@ -452,9 +452,49 @@ async fn cors_reflects_allowed_origins_only() {
         &[("origin", "http://evil.example")],
     )
     .await;
-    assert_eq!(other.status, 200);
+    assert_eq!(other.status, 200, "the reference's default: any origin may open a session");
     assert!(other.headers.get("access-control-allow-origin").is_none());
     for reply in [&preflight, &allowed, &other] {
         assert!(reply.headers.get_all("access-control-allow-origin").iter().all(|v| v != "*"));
     }
+}
+
+#[tokio::test]
+async fn same_origin_only_refuses_other_sites_but_not_the_server_or_listed_origins() {
+    let config = EngineConfig { cors_origins: vec!["http://tally.local".into()], same_origin_only: true, ..config() };
+    let (server, _) = server_with(config).await;
+    let own = format!("http://{}", server.addr);
+    let handshake = "/engine.io/?EIO=4&transport=polling";
+    let try_with = |headers: Vec<(&'static str, String)>| {
+        let addr = server.addr;
+        async move {
+            let headers: Vec<(&str, &str)> = headers.iter().map(|(name, value)| (*name, value.as_str())).collect();
+            request(addr, Method::GET, handshake, b"", &headers).await
+        }
+    };
+    for allowed in [
+        vec![],
+        vec![("origin", own.clone())],
+        vec![("origin", "http://tally.local".to_owned())],
+        vec![("sec-fetch-site", "same-origin".to_owned())],
+    ] {
+        let reply = try_with(allowed.clone()).await;
+        assert_eq!(reply.status, 200, "{allowed:?}: {}", reply.body);
+    }
+    for refused in [
+        vec![("origin", "http://evil.example".to_owned())],
+        vec![("origin", "null".to_owned())],
+        vec![("sec-fetch-site", "cross-site".to_owned())],
+    ] {
+        let reply = try_with(refused.clone()).await;
+        assert_eq!((reply.status, reply.body.as_str()), (403, r#"{"code":4,"message":"Forbidden"}"#), "{refused:?}");
+    }
+    // A websocket from another site is refused before the upgrade.
+    let mut upgrade = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!(
+        "ws://{}/engine.io/?EIO=4&transport=websocket",
+        server.addr
+    ))
+    .unwrap();
+    upgrade.headers_mut().insert("origin", "http://evil.example".parse().unwrap());
+    assert!(tokio_tungstenite::connect_async(upgrade).await.is_err(), "a cross-site websocket is refused");
 }

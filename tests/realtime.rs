@@ -126,6 +126,7 @@ async fn video_subscriptions_are_checked_against_the_organization() {
 #[tokio::test]
 async fn an_expired_token_closes_the_transport_not_the_namespace() {
     let app = app().await;
+    app.account("alice", "org-a", Role::Viewer);
     let token = app.app.keys.issue("alice", "org-a", Role::Viewer, Duration::from_secs(1)).unwrap();
     let (mut ws, reply) = ws_connect_with(&app, &format!(r#"40{{"token":"{token}"}}"#)).await;
     assert!(reply.starts_with("40{"));
@@ -325,4 +326,48 @@ async fn stock_client_reconnects_after_the_server_restarts() {
     assert_ne!(first["sid"], second["sid"], "a new session after the restart");
     app.app.io.of("/").to(org_room("org-a")).emit("back", json!([true]));
     node.expect_event("c", "back").await;
+}
+
+/// Sockets connecting while their account is deleted or demoted: once the change is in,
+/// none of them is left connected (deleted) or in the device room (demoted), whichever
+/// order the handshakes and the change took.
+#[tokio::test]
+async fn account_changes_racing_handshakes_leave_no_socket_behind() {
+    let app = app().await;
+    let main = app.app.io.of("/");
+    app.account("boss", "org-a", Role::Admin);
+    for round in 0..20 {
+        let user = format!("racer-{round}");
+        app.account(&user, "org-a", Role::Admin);
+        let token = app.app.keys.issue(&user, "org-a", Role::Admin, Duration::from_secs(600)).unwrap();
+        let connect = format!(r#"40{{"token":"{token}"}}"#);
+        let connects = (0..10).map(|_| ws_connect_with(&app, &connect));
+        let store = app.app.store.clone();
+        let (user_id, delete) = (user.clone(), round % 2 == 0);
+        let change = tokio::task::spawn_blocking(move || {
+            std::thread::sleep(Duration::from_millis(round % 5));
+            if delete {
+                store.delete_user("org-a", "boss", &user_id).map(drop)
+            } else {
+                store.set_role("org-a", "boss", &user_id, Role::Viewer).map(drop)
+            }
+        });
+        let sockets = futures_util::future::join_all(connects).await;
+        change.await.unwrap().unwrap();
+        let room = tally::events::user_room(&user);
+        if delete {
+            eventually("every socket of the deleted account is gone", || main.room_size(&room) == 0).await;
+        } else {
+            let ids: Vec<String> = sockets
+                .iter()
+                .filter_map(|(_, reply)| reply.strip_prefix("40"))
+                .map(|ack| serde_json::from_str::<Value>(ack).unwrap()["sid"].as_str().unwrap().to_owned())
+                .collect();
+            assert_eq!(main.room_size(&room), ids.len(), "round {round}: the demoted user stays connected");
+            eventually("no socket of the demoted account is in the device room", || {
+                main.to(tally::events::DEVICE_ROOM).sockets().iter().all(|s| !ids.contains(&s.id().to_string()))
+            })
+            .await;
+        }
+    }
 }

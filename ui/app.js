@@ -24,11 +24,29 @@ async function errorMessage(response) {
   }
 }
 
-async function refresh() {
-  const response = await fetch("/api/auth/refresh", { method: "POST", credentials: "same-origin" });
-  if (!response.ok) return false;
-  setSession(await response.json());
-  return true;
+// One refresh at a time: the timer, a 401 retry, a refused socket and the page's start all
+// ask for one, and each use of the cookie rotates it. Within the tab they share one request;
+// across tabs a Web Lock (where the page is a secure context) queues them, so each tab
+// presents the cookie the previous one got. The server's grace window covers the rest.
+let refreshing = null;
+
+function refresh() {
+  refreshing ??= (navigator.locks ? navigator.locks.request("tally-refresh", refreshNow) : refreshNow()).finally(() => {
+    refreshing = null;
+  });
+  return refreshing;
+}
+
+/** True: renewed. False: the session is over (401). Null: the box could not be reached. */
+async function refreshNow() {
+  try {
+    const response = await fetch("/api/auth/refresh", { method: "POST", credentials: "same-origin" });
+    if (!response.ok) return response.status === 401 ? false : null;
+    setSession(await response.json());
+    return true;
+  } catch {
+    return null;
+  }
 }
 
 function setSession(session) {
@@ -165,12 +183,24 @@ function connectSocket() {
   socket.on("device:status", (device) => {
     if (!$("device-view").hidden) renderDevice(device);
   });
-  socket.on("disconnect", () => setConnection("reconnecting"));
+  socket.on("disconnect", async (reason) => {
+    setConnection("reconnecting");
+    // The server ended it (the account was removed, or changed): a fresh token, or the login.
+    if (reason === "io server disconnect") {
+      const renewed = await refresh();
+      if (renewed) socket.connect();
+      else if (renewed === false) signedOut();
+    }
+  });
   socket.io.on("reconnect_failed", () => setConnection("offline"));
   socket.on("connect_error", async (error) => {
     setConnection("reconnecting");
-    // A refused token is renewed once, then the connection is tried again.
-    if (error.message === "Invalid token" && (await refresh())) socket.connect();
+    // A refused token is renewed once, then the connection is tried again; an account that
+    // can no longer refresh is logged out.
+    if (error.message !== "Invalid token") return;
+    const renewed = await refresh();
+    if (renewed) socket.connect();
+    else if (renewed === false) signedOut();
   });
   socket.on("video:created", upsert);
   socket.on("video:updated", upsert);
@@ -464,13 +494,19 @@ $("login-form").addEventListener("submit", async (event) => {
   await enter();
 });
 
-$("logout").addEventListener("click", async () => {
-  await fetch("/api/auth/logout", { method: "POST", credentials: "same-origin" });
+/** Back to the login page, the session gone. */
+function signedOut() {
   state.socket?.disconnect();
+  state.socket = null;
   state.token = null;
   clearTimeout(state.refreshTimer);
   setConnection("offline");
   show("login");
+}
+
+$("logout").addEventListener("click", async () => {
+  await fetch("/api/auth/logout", { method: "POST", credentials: "same-origin" });
+  signedOut();
 });
 
 $("player-close").addEventListener("click", closePlayer);

@@ -16,15 +16,19 @@ use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
+use hmac::{KeyInit, Mac};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
-/// Where a client puts its access token: `Authorization: Bearer <token>` on HTTP, the
-/// `token` field of the Socket.IO handshake's `auth` object. `None` when absent or empty.
+/// Where a client puts its access token: `Authorization: Bearer <token>` on HTTP (the scheme
+/// is case-insensitive, RFC 9110 §11.1), the `token` field of the Socket.IO handshake's
+/// `auth` object. `None` when absent or empty.
 pub fn bearer_token(authorization: &[u8]) -> Option<&str> {
-    let token = std::str::from_utf8(authorization).ok()?.strip_prefix("Bearer ")?.trim();
-    (!token.is_empty()).then_some(token)
+    let text = std::str::from_utf8(authorization).ok()?.trim();
+    let (scheme, token) = text.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 /// The `token` of a Socket.IO handshake's `auth` payload (see [`bearer_token`]).
@@ -63,10 +67,13 @@ pub enum TokenError {
     Invalid,
 }
 
-/// A signed URL's claim: read access to one video's media, for elements that cannot send an
-/// `Authorization` header (`<video>`, `<img>`). Useless as an access token and vice versa.
+/// A signed URL's claim: read access to one video's media for one account, for elements
+/// that cannot send an `Authorization` header (`<video>`, `<img>`). Useless as an access
+/// token and vice versa. Serving it checks the account still exists.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MediaClaims {
+    /// The account it was issued to.
+    pub sub: String,
     pub vid: String,
     pub org: String,
     pub scope: String,
@@ -75,7 +82,11 @@ pub struct MediaClaims {
 
 const MEDIA_SCOPE: &str = "media";
 
+type HmacSha256 = hmac::Hmac<sha2::Sha256>;
+
 pub struct TokenKeys {
+    /// Derives a refresh token's successor (see [`TokenKeys::refresh_successor`]).
+    successor: HmacSha256,
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
@@ -91,7 +102,9 @@ impl TokenKeys {
         let mut media_validation = Validation::new(Algorithm::HS256);
         media_validation.leeway = 0;
         media_validation.set_required_spec_claims(&["exp"]);
+        let successor = HmacSha256::new_from_slice(secret).context("token signing secret")?;
         Ok(TokenKeys {
+            successor,
             media_validation,
             encoding: EncodingKey::from_secret(secret).context("token signing secret")?,
             decoding: DecodingKey::from_secret(secret).context("token signing secret")?,
@@ -109,6 +122,7 @@ impl TokenKeys {
                 rand::rng().fill_bytes(&mut secret);
                 file.write_all(&secret)
                     .and_then(|()| file.sync_all())
+                    .and_then(|()| sync_dir(data_dir))
                     .with_context(|| format!("writing {}", path.display()))?;
                 tracing::info!(path = %path.display(), "generated a new token signing secret");
                 secret
@@ -139,9 +153,21 @@ impl TokenKeys {
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).context("signing token")
     }
 
-    /// Signs a media URL token for one video.
-    pub fn issue_media(&self, video_id: &str, org: &str, ttl: Duration) -> anyhow::Result<String> {
+    /// The refresh token that replaces `token` when it is rotated: always the same for the
+    /// same token, so a second tab presenting it gets the same successor, and unknowable
+    /// without the box's secret, so an old token says nothing about the live one.
+    pub fn refresh_successor(&self, token: &str) -> String {
+        use base64::Engine as _;
+        let mut mac = self.successor.clone();
+        mac.update(b"tally refresh successor\0");
+        mac.update(token.as_bytes());
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+    }
+
+    /// Signs a media URL token for one video, for account `user`.
+    pub fn issue_media(&self, user: &str, video_id: &str, org: &str, ttl: Duration) -> anyhow::Result<String> {
         let claims = MediaClaims {
+            sub: user.to_owned(),
             vid: video_id.to_owned(),
             org: org.to_owned(),
             scope: MEDIA_SCOPE.to_owned(),
@@ -170,6 +196,11 @@ impl TokenKeys {
             Err(_) => Err(TokenError::Invalid),
         }
     }
+}
+
+/// Makes a new file's directory entry durable (a power cut must not forget the file).
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    fs::File::open(dir)?.sync_all()
 }
 
 pub fn unix_now() -> u64 {
@@ -208,11 +239,31 @@ mod tests {
     #[test]
     fn media_and_access_tokens_do_not_stand_in_for_each_other() {
         let keys = TokenKeys::from_secret(&[7; 64]).unwrap();
-        let media = keys.issue_media("v1", "o1", Duration::from_secs(60)).unwrap();
+        let media = keys.issue_media("u1", "v1", "o1", Duration::from_secs(60)).unwrap();
         let access = keys.issue("u1", "o1", Role::Admin, Duration::from_secs(60)).unwrap();
         assert_eq!(keys.verify_media(&media).unwrap().vid, "v1");
         assert_eq!(keys.verify(&media), Err(TokenError::Invalid));
         assert_eq!(keys.verify_media(&access), Err(TokenError::Invalid));
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        for header in ["Bearer abc", "bearer abc", "BEARER  abc ", " Bearer abc"] {
+            assert_eq!(bearer_token(header.as_bytes()), Some("abc"), "{header:?}");
+        }
+        for header in ["Basic abc", "Bearer", "Bearer ", "Bearerabc", ""] {
+            assert_eq!(bearer_token(header.as_bytes()), None, "{header:?}");
+        }
+    }
+
+    #[test]
+    fn a_refresh_successor_is_stable_and_needs_the_secret() {
+        let keys = TokenKeys::from_secret(&[7; 64]).unwrap();
+        let other = TokenKeys::from_secret(&[8; 64]).unwrap();
+        assert_eq!(keys.refresh_successor("t"), keys.refresh_successor("t"));
+        assert_ne!(keys.refresh_successor("t"), keys.refresh_successor("u"));
+        assert_ne!(keys.refresh_successor("t"), other.refresh_successor("t"));
+        assert_eq!(keys.refresh_successor("t").len(), 43, "256 bits, base64url");
     }
 
     #[test]

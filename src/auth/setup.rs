@@ -38,6 +38,9 @@ impl SetupCode {
         let mut file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&self.path)?;
         file.write_all(format!("{code}\n").as_bytes())?;
         file.sync_all()?;
+        if let Some(dir) = self.path.parent() {
+            super::sync_dir(dir)?;
+        }
         Ok(code)
     }
 

@@ -32,6 +32,7 @@ use hyper::header::{self, HeaderMap};
 use hyper::{Method, Request, Response, StatusCode};
 use rand::RngCore;
 
+pub use cors::same_origin;
 pub use packet::Frame;
 pub use session::{CloseReason, Message, SendError, Session, Sid, Transport};
 
@@ -47,6 +48,9 @@ pub struct EngineConfig {
     pub max_buffered_packets: usize,
     /// Origins allowed to use the polling transport cross-origin (exact `scheme://host[:port]`).
     pub cors_origins: Vec<String>,
+    /// Refuse (403, "Forbidden") requests a browser sends from any origin but the server's
+    /// own and `cors_origins` (see [`same_origin`]). Off in the reference server.
+    pub same_origin_only: bool,
     /// Sessions held at most; handshakes past it are refused.
     pub max_sessions: usize,
     /// Sessions not yet admitted by the layer above, per client address.
@@ -62,6 +66,7 @@ impl Default for EngineConfig {
             upgrade_timeout: Duration::from_millis(10_000),
             max_buffered_packets: 1024,
             cors_origins: Vec::new(),
+            same_origin_only: false,
             max_sessions: 10_000,
             max_pending_per_address: 64,
         }
@@ -195,6 +200,18 @@ impl ErrorCode {
     }
 }
 
+/// What a client is counted by for limits: its IPv4 address, or its IPv6 /64, which one host
+/// may hand itself addresses from at will.
+pub fn client_network(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        },
+        v4 => v4,
+    }
+}
+
 pub struct Engine {
     config: Arc<EngineConfig>,
     handler: Arc<dyn Handler>,
@@ -213,16 +230,10 @@ impl Engine {
         })
     }
 
-    /// Takes a place for a new session from `address`, or says why there is none. IPv6
-    /// addresses count by their /64, which one host may hand itself addresses from at will.
+    /// Takes a place for a new session from `address`, or says why there is none. Clients
+    /// count by [`client_network`].
     fn reserve(self: &Arc<Self>, address: IpAddr) -> Result<PendingSlot, Refusal> {
-        let address = match address {
-            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => IpAddr::V4(v4),
-                None => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
-            },
-            v4 => v4,
-        };
+        let address = client_network(address);
         if self.session_count() >= self.config.max_sessions {
             return Err(Refusal::TooManySessions);
         }
@@ -268,6 +279,9 @@ impl Engine {
         let origin = request.headers().get(header::ORIGIN).cloned();
         let mut response = if request.method() == Method::OPTIONS {
             cors::preflight(&self.config.cors_origins, request.headers())
+        } else if self.config.same_origin_only && !same_origin(&self.config.cors_origins, request.headers()) {
+            tracing::debug!(%remote, ?origin, "a request from another site was refused");
+            ErrorCode::Forbidden.response()
         } else {
             self.route(request, remote).await
         };

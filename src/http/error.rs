@@ -81,6 +81,10 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(what) => {
                 ApiError::new(StatusCode::CONFLICT, "conflict", format!("{what} already exists"))
             }
+            StoreError::NotAllowed => ApiError::forbidden(),
+            StoreError::LastAdmin => {
+                ApiError::new(StatusCode::CONFLICT, "last_admin", "an organization keeps at least one admin")
+            }
             StoreError::Io(io) | StoreError::Sled(sled::Error::Io(io)) if is_disk_full(&io) => {
                 ApiError::insufficient_storage()
             }

@@ -2,8 +2,6 @@
 //! exactly one `file`, read with multer under Tally's limits. It knows nothing of storage, so
 //! the fuzzer (`fuzz/`) drives the same code as the server.
 
-use std::path::Path;
-
 use bytes::Bytes;
 use futures_util::Stream;
 use hyper::StatusCode;
@@ -17,6 +15,8 @@ pub const VIDEO_EXTENSIONS: &[&str] =
 /// Room for multipart framing and the title around the file itself.
 pub const MULTIPART_OVERHEAD: u64 = 64 * 1024;
 const MAX_TITLE_BYTES: u64 = 4096;
+/// Longest file name kept, in characters (as long as most filesystems allow).
+const MAX_FILENAME_CHARS: usize = 255;
 
 /// The boundary of a `multipart/form-data` content type, or 415.
 pub fn boundary(content_type: &str) -> Result<String, ApiError> {
@@ -95,24 +95,38 @@ impl UploadForm {
     }
 }
 
+/// The file's name as kept: cleaned ([`crate::text::label`]) and, when longer than
+/// [`MAX_FILENAME_CHARS`], cut in its stem so the extension stays.
+fn kept_name(name: &str) -> String {
+    let (stem, ext) = name.rsplit_once('.').unwrap_or((name, ""));
+    let ext = crate::text::label(ext, 16).unwrap_or_default();
+    let stem = crate::text::label(stem, MAX_FILENAME_CHARS - ext.chars().count() - 1).unwrap_or_default();
+    format!("{stem}.{ext}")
+}
+
 impl FileField {
     fn new(field: multer::Field<'static>, max: u64) -> Result<FileField, ApiError> {
-        let filename = field
-            .file_name()
-            .map(|name| name.rsplit(['/', '\\']).next().unwrap_or(name).to_owned())
-            .unwrap_or_else(|| "video".into());
-        let ext = Path::new(&filename).extension().and_then(|e| e.to_str()).map(str::to_lowercase).unwrap_or_default();
+        // Only the last path segment, kept cleaned; a name no filesystem would hold is cut
+        // (after its extension is read).
+        let name = field.file_name().map(|name| name.rsplit(['/', '\\']).next().unwrap_or(name)).unwrap_or("video");
+        // Not `Path::extension`: to it ".mp4" is a hidden file without one.
+        let ext = name.rsplit_once('.').map(|(_, ext)| ext.to_lowercase()).unwrap_or_default();
         if !VIDEO_EXTENSIONS.contains(&ext.as_str()) {
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_type",
-                format!("{filename:?} is not a video file Tally accepts ({})", VIDEO_EXTENSIONS.join(", ")),
+                format!(
+                    "{:?} is not a video file Tally accepts ({})",
+                    crate::text::label(name, 80).unwrap_or_default(),
+                    VIDEO_EXTENSIONS.join(", ")
+                ),
             ));
         }
         let content_type = mime_guess::from_ext(&ext)
             .first()
             .map(|m| m.essence_str().to_owned())
             .unwrap_or_else(|| "application/octet-stream".into());
+        let filename = kept_name(name);
         Ok(FileField { field, filename, ext, content_type, size: 0, max })
     }
 

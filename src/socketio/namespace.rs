@@ -266,6 +266,11 @@ impl BroadcastOperator {
         )
     }
 
+    /// The targeted sockets (the reference's `fetchSockets`), e.g. to act on each.
+    pub fn sockets(&self) -> Vec<Arc<Socket>> {
+        self.recipients()
+    }
+
     fn recipients(&self) -> Vec<Arc<Socket>> {
         if self.rooms.is_empty() {
             let excluded = self.rooms_members(&self.except);

@@ -24,7 +24,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
-pub use accounts::{NewUser, normalize_email};
+pub use accounts::{AccountChanged, NewUser, normalize_email};
 pub use chat::ChatMessage;
 pub use durability::StorageFault;
 pub use files::VideoFiles;
@@ -37,7 +37,8 @@ pub use videos::{VideoPage, VideoQuery};
 
 /// The layout this build writes. Bump it with a migration in [`Store::migrate`].
 /// 2: failed jobs live in `failed_jobs`, keyed by video, no longer in the queue.
-pub const SCHEMA_VERSION: u32 = 2;
+/// 3: accounts are indexed by organization (`org_members`, `org_admins`).
+pub const SCHEMA_VERSION: u32 = 3;
 const SCHEMA_KEY: &[u8] = b"schema_version";
 
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +47,12 @@ pub enum StoreError {
     NotFound,
     #[error("{0} already exists")]
     Conflict(&'static str),
+    /// The change would leave an organization without an admin.
+    #[error("an organization keeps at least one admin")]
+    LastAdmin,
+    /// Who asked for the change may not make it (no longer an admin of the organization).
+    #[error("not allowed")]
+    NotAllowed,
     #[error("the database at {path} is in use (is the service running? stop it first)")]
     Locked { path: PathBuf },
     #[error("the database was written by a newer Tally (schema {found}, this build knows {known})")]
@@ -101,6 +108,9 @@ pub struct Store {
     org_names: sled::Tree,
     users: sled::Tree,
     user_emails: sled::Tree,
+    org_members: sled::Tree,
+    org_admins: sled::Tree,
+    account_changes: tokio::sync::broadcast::Sender<AccountChanged>,
     /// Keyed `<org id>/<video id>`: a video is only ever found through its organization.
     videos: sled::Tree,
     refresh: sled::Tree,
@@ -151,6 +161,9 @@ impl Store {
             org_names: db.open_tree("org_names")?,
             users: db.open_tree("users")?,
             user_emails: db.open_tree("user_emails")?,
+            org_members: db.open_tree("org_members")?,
+            org_admins: db.open_tree("org_admins")?,
+            account_changes: tokio::sync::broadcast::Sender::new(accounts::ACCOUNT_CHANGES_KEPT),
             videos: db.open_tree("videos")?,
             refresh: db.open_tree("refresh_tokens")?,
             revoked_families: db.open_tree("revoked_token_families")?,
@@ -238,6 +251,9 @@ impl Store {
                 tracing::info!(from = found, to = SCHEMA_VERSION, "migrating the database");
                 if found < 2 {
                     self.move_failed_jobs_out_of_the_queue()?;
+                }
+                if found < 3 {
+                    self.index_accounts()?;
                 }
                 self.meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
                 self.durable_blocking()?;
@@ -363,6 +379,32 @@ mod tests {
         assert_eq!(store.jobs_in(JobState::Failed).unwrap(), [failed]);
         assert_eq!(store.jobs_in(JobState::Queued).unwrap(), [queued]);
         assert_eq!(store.job_counts(), (1, 0));
+    }
+
+    #[test]
+    fn schema_2_accounts_are_indexed_by_organization() {
+        use crate::auth::Role;
+        let dir = tempfile::tempdir().unwrap();
+        let (admins, members) = {
+            let store = Store::open(dir.path()).unwrap();
+            let org = store.create_org("Acme").unwrap();
+            for (email, role) in [("a@x", Role::Admin), ("b@x", Role::Viewer)] {
+                let new = NewUser { org_id: &org.id, email, role, password_hash: String::new() };
+                store.create_user(new).unwrap();
+            }
+            let members = store.users_of(&org.id).unwrap();
+            // As a schema 2 database has them: records and email index only.
+            store.org_members.clear().unwrap();
+            store.org_admins.clear().unwrap();
+            store.meta.insert(SCHEMA_KEY, &2u32.to_be_bytes()).unwrap();
+            store.durable_blocking().unwrap();
+            ((org.id.clone(), store.admin_count(&org.id).unwrap()), members)
+        };
+        assert_eq!(admins.1, 0);
+        let store = reopen(dir.path()).unwrap();
+        assert_eq!(store.schema_version().unwrap(), Some(SCHEMA_VERSION));
+        assert_eq!(store.users_of(&admins.0).unwrap(), members);
+        assert_eq!(store.admin_count(&admins.0).unwrap(), 1);
     }
 
     #[test]

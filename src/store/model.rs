@@ -86,4 +86,7 @@ pub struct RefreshToken {
     pub family: String,
     pub expires_at: u64,
     pub rotated: bool,
+    /// When it was rotated (ms); it then gives the same successor for the grace window.
+    #[serde(default)]
+    pub rotated_at: u64,
 }

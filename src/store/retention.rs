@@ -196,15 +196,15 @@ mod tests {
         // A rotated token, expired, whose family lives on: kept, so that it still gives the
         // family's thief away.
         let stolen = store.issue_refresh("u", "o", 60_000).unwrap();
-        let (_, current) = store.rotate_refresh(&stolen, 60_000).unwrap().unwrap();
+        let (_, current) = store.rotate_for_test(&stolen, 60_000).unwrap().unwrap();
         store.expire_refresh_for_test(&stolen);
         let pruned = store.prune(&retention()).unwrap();
         assert_eq!((pruned.refresh_tokens, pruned.revoked_families), (2, 1));
-        assert_eq!(store.rotate_refresh(&stolen, 60_000).unwrap().err(), Some(crate::store::RefreshRefusal::Reused));
-        assert_eq!(store.rotate_refresh(&current, 60_000).unwrap().err(), Some(crate::store::RefreshRefusal::Revoked));
-        assert!(store.rotate_refresh(&live, 60_000).unwrap().is_ok());
+        assert_eq!(store.rotate_for_test(&stolen, 60_000).unwrap().err(), Some(crate::store::RefreshRefusal::Reused));
+        assert_eq!(store.rotate_for_test(&current, 60_000).unwrap().err(), Some(crate::store::RefreshRefusal::Revoked));
+        assert!(store.rotate_for_test(&live, 60_000).unwrap().is_ok());
         assert_eq!(
-            store.rotate_refresh(&revoked, 60_000).unwrap().err(),
+            store.rotate_for_test(&revoked, 60_000).unwrap().err(),
             Some(crate::store::RefreshRefusal::Revoked),
             "a revocation outlives its tokens"
         );

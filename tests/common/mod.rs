@@ -292,8 +292,34 @@ impl TestApp {
         TestApp { app, addr, data_dir, running }
     }
 
+    /// An access token of account `user` (an editor) in organization `org`, creating both
+    /// with those ids if they do not exist yet: sockets are let in only for stored accounts.
     pub fn token(&self, user: &str, org: &str) -> String {
-        self.app.keys.issue(user, org, tally::auth::Role::Editor, Duration::from_secs(600)).unwrap()
+        let role = self.account(user, org, tally::auth::Role::Editor);
+        self.app.keys.issue(user, org, role, Duration::from_secs(600)).unwrap()
+    }
+
+    /// Makes sure account `user` of organization `org` exists (with `role` when new); its
+    /// stored role.
+    pub fn account(&self, user: &str, org: &str, role: tally::auth::Role) -> tally::auth::Role {
+        let store = &self.app.store;
+        if store.org(org).unwrap().is_none() {
+            let record = tally::store::Organization { id: org.into(), name: org.into(), created_at: 0 };
+            store.import_org(&record).unwrap();
+        }
+        if let Some(existing) = store.user(user).unwrap() {
+            return existing.role;
+        }
+        let record = tally::store::User {
+            id: user.into(),
+            org_id: org.into(),
+            email: format!("{user}@{org}.test"),
+            role,
+            password_hash: String::new(),
+            created_at: 0,
+        };
+        store.import_user(&record).unwrap();
+        role
     }
 
     pub fn url(&self) -> String {

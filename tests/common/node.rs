@@ -10,6 +10,26 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::mpsc;
 
+/// Runs `tests/js/<script>` (a playwright-core run in Debian's Chromium) with `config` as
+/// its one argument and returns the JSON report it prints last.
+pub async fn chromium_report(script: &str, config: &Value) -> Value {
+    assert!(std::path::Path::new("/usr/bin/chromium").exists(), "Chromium is needed: scripts/deps test installs it");
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/js").join(script);
+    let output = tokio::process::Command::new("node")
+        .arg(&script)
+        .arg(config.to_string())
+        .current_dir(script.parent().unwrap())
+        .stderr(Stdio::inherit())
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "the browser run failed: {stdout}");
+    let report: Value = serde_json::from_str(stdout.lines().last().unwrap_or("{}")).unwrap();
+    eprintln!("{} report: {report}", script.display());
+    report
+}
+
 pub struct NodeClients {
     child: Child,
     stdin: ChildStdin,

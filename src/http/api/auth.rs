@@ -1,6 +1,7 @@
 //! Login, refresh and logout. The access token travels in responses and `Authorization`
 //! headers; the refresh token only in an HttpOnly, SameSite=Strict cookie scoped to
-//! `/api/auth`, so page scripts never see it.
+//! `/api/auth`, so page scripts never see it. None of them answers another site (see the
+//! module above), so no page elsewhere can log a visitor in, out, or into another account.
 
 use std::net::SocketAddr;
 
@@ -19,6 +20,8 @@ use crate::store::{RefreshRefusal, User};
 
 const REFRESH_COOKIE: &str = "tally_refresh";
 const REFRESH_PATH: &str = "/api/auth";
+/// Longest email address (RFC 5321's path limit).
+pub(super) const MAX_EMAIL_BYTES: usize = 254;
 
 #[derive(Deserialize)]
 struct Login {
@@ -33,7 +36,11 @@ impl Api {
         remote: SocketAddr,
     ) -> Result<Response<Body>, ApiError> {
         let login: Login = read_json(request).await?;
-        if let Err(wait) = self.limiter.attempt(&login.email, remote.ip()) {
+        // No account has a longer address; nor may a limiter key be any longer.
+        if login.email.len() > MAX_EMAIL_BYTES {
+            return Err(ApiError::new(StatusCode::UNAUTHORIZED, "invalid_credentials", "wrong email or password"));
+        }
+        if let Err(wait) = self.limiter.login(&login.email, remote.ip()) {
             tracing::warn!(address = %remote.ip(), "login attempts over the limit");
             return Err(too_many_attempts(wait));
         }
@@ -55,7 +62,12 @@ impl Api {
         let Some(token) = refresh_cookie(&request) else {
             return Err(ApiError::unauthorized("no refresh token"));
         };
-        let outcome = self.store.rotate_refresh(&token, self.config.refresh_ttl.as_millis() as u64)?;
+        let outcome = self.store.rotate_refresh(
+            &token,
+            |token| self.keys.refresh_successor(token),
+            self.config.refresh_ttl.as_millis() as u64,
+            self.config.refresh_grace.as_millis() as u64,
+        )?;
         self.store.durable().await?;
         let (record, next) = match outcome {
             Ok(rotated) => rotated,
@@ -76,13 +88,15 @@ impl Api {
         self.session_response(&user, &next)
     }
 
+    /// Ends the session of the refresh cookie sent; without one there is nothing to end, and
+    /// nothing (no cookie) is touched.
     pub(super) async fn logout(&self, request: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+        let mut response = no_content();
         if let Some(token) = refresh_cookie(&request) {
             self.store.revoke_refresh(&token)?;
             self.store.durable().await?;
+            response.headers_mut().insert(header::SET_COOKIE, self.refresh_cookie_header("", true));
         }
-        let mut response = no_content();
-        response.headers_mut().insert(header::SET_COOKIE, self.refresh_cookie_header("", true));
         Ok(response)
     }
 

@@ -46,6 +46,10 @@ impl Api {
             if claims.vid != id {
                 return Err(ApiError::not_found("video"));
             }
+            // Nor does one whose account has since been deleted.
+            if self.store.user(&claims.sub)?.is_none_or(|user| user.org_id != claims.org) {
+                return Err(ApiError::unauthorized("media URL: unknown account"));
+            }
             return Ok(claims.org);
         }
         Ok(self.caller(request)?.user.org_id)

@@ -2,6 +2,10 @@
 //! organization on every path. A resource of another organization answers exactly as a
 //! missing one.
 //!
+//! Nothing changes state cross-site: a POST, PATCH, PUT or DELETE from a page of another
+//! origin is refused (403 `cross_site`) whatever it carries, and JSON bodies must say
+//! `Content-Type: application/json` (415), which a plain HTML form cannot.
+//!
 //! Door: [`Api::new`], then [`Api::handle`] for every request under `/api/`.
 
 mod auth;
@@ -51,6 +55,10 @@ pub struct ApiConfig {
     pub secure_cookies: bool,
     pub login_attempts_per_minute: u32,
     pub login_attempts_per_address_per_minute: u32,
+    /// How long a rotated refresh token still gets the same successor (two tabs, a retry).
+    pub refresh_grace: Duration,
+    /// Origins besides the box's own that may change state (the `cors_origins` setting).
+    pub allowed_origins: Vec<String>,
 }
 
 /// The parts of the service the API works with.
@@ -154,7 +162,18 @@ impl Api {
 
     pub async fn handle(&self, request: Request<Incoming>, remote: SocketAddr) -> Response<Body> {
         let path = request.uri().path().to_owned();
+        let changes_state = !matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
         let result = match self.routes.at(&path) {
+            Ok(_)
+                if changes_state && !crate::engineio::same_origin(&self.config.allowed_origins, request.headers()) =>
+            {
+                tracing::warn!(%remote, path, origin = ?request.headers().get(header::ORIGIN), "a cross-site request was refused");
+                Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "cross_site",
+                    "requests from another site may not change anything",
+                ))
+            }
             Ok(matched) => {
                 let route = *matched.value;
                 let id = matched.params.get("id").map(str::to_owned);
@@ -241,8 +260,18 @@ fn method_not_allowed() -> ApiError {
     ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this path")
 }
 
-/// Reads a JSON body of at most 64 KiB.
+/// Reads a JSON body of at most 64 KiB, declared as such (`application/json`, parameters
+/// allowed): a cross-site form can only send `text/plain`, urlencoded or multipart.
 async fn read_json<T: DeserializeOwned>(request: Request<Incoming>) -> Result<T, ApiError> {
+    let declared = request.headers().get(header::CONTENT_TYPE).and_then(|value| value.to_str().ok());
+    let essence = declared.map(|value| value.split(';').next().unwrap_or("").trim());
+    if !essence.is_some_and(|essence| essence.eq_ignore_ascii_case("application/json")) {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "the body must be JSON, sent as Content-Type: application/json",
+        ));
+    }
     let body = match Limited::new(request.into_body(), MAX_JSON_BODY).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(error) if error.is::<http_body_util::LengthLimitError>() => {

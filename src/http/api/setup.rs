@@ -35,7 +35,7 @@ impl Api {
         remote: SocketAddr,
     ) -> Result<Response<Body>, ApiError> {
         let setup: Setup = read_json(request).await?;
-        if let Err(wait) = self.limiter.attempt("setup", remote.ip()) {
+        if let Err(wait) = self.limiter.setup(remote.ip()) {
             tracing::warn!(address = %remote.ip(), "setup attempts over the limit");
             return Err(too_many_attempts(wait));
         }

@@ -3,7 +3,7 @@
 //! recorded and acknowledged. Size limit (413) and free space (507) are checked before and
 //! while writing; whatever fails leaves nothing behind.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -115,8 +115,8 @@ impl Api {
         if received.size == 0 {
             return Err(ApiError::bad_request("the file is empty"));
         }
-        let title = match title.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
-            Some(title) => valid_title(title)?,
+        let title = match title.as_deref().map(crate::text::without_bidi_controls).filter(|t| !t.is_empty()) {
+            Some(title) => valid_title(&title)?,
             None => file_stem(&received.filename),
         };
         self.store_upload(caller, received, title).await
@@ -189,7 +189,7 @@ impl Api {
         tracing::info!(video = video.id, org = video.org_id, size = video.size, by = caller.user.id, "video uploaded");
         self.metrics.record_upload(video.size);
         self.news.announce(events::VIDEO_CREATED, &video);
-        let mut response = json_response(StatusCode::CREATED, &self.video_json(&video))?;
+        let mut response = json_response(StatusCode::CREATED, &self.video_json(caller, &video))?;
         if let Ok(location) = HeaderValue::from_str(&format!("/api/videos/{}", video.id)) {
             response.headers_mut().insert(header::LOCATION, location);
         }
@@ -248,7 +248,12 @@ fn write_error(error: &std::io::Error) -> ApiError {
     if is_disk_full(error) { ApiError::insufficient_storage() } else { ApiError::internal("writing an upload", error) }
 }
 
+/// The title a video gets from its file's name: the stem, cleaned ([`crate::text::label`]);
+/// a name with nothing to show (`   .mp4`) gives "Untitled video".
 fn file_stem(filename: &str) -> String {
-    let stem = Path::new(filename).file_stem().and_then(|s| s.to_str()).unwrap_or("Untitled");
-    stem.chars().filter(|c| !c.is_control()).take(super::videos::MAX_TITLE_CHARS).collect()
+    // Not `Path::file_stem`: to it ".mp4" is a hidden file's whole name.
+    let stem = filename.rsplit_once('.').map_or(filename, |(stem, _)| stem);
+    crate::text::label(stem, super::videos::MAX_TITLE_CHARS).unwrap_or_else(|| UNTITLED.to_owned())
 }
+
+const UNTITLED: &str = "Untitled video";

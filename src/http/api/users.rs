@@ -8,7 +8,7 @@ use super::{ADMINS, Api, Caller, json_response, no_content, read_json};
 use crate::auth::{Role, password};
 use crate::http::Body;
 use crate::http::error::ApiError;
-use crate::store::NewUser;
+use crate::store::{NewUser, StoreError};
 
 #[derive(Deserialize)]
 struct CreateUser {
@@ -54,11 +54,10 @@ impl Api {
     ) -> Result<Response<Body>, ApiError> {
         caller.require(ADMINS)?;
         let update: UpdateUser = read_json(request).await?;
-        let org = &caller.user.org_id;
-        if update.role != Role::Admin {
-            self.ensure_not_last_admin(org, id)?;
-        }
-        let user = self.store.set_role(org, id, update.role)?;
+        // The last-admin rule is checked in the store's transaction: two admins demoting each
+        // other at once cannot both succeed.
+        // So is the caller's own authority: an admin demoted a moment ago changes nothing.
+        let user = self.store.set_role(&caller.user.org_id, &caller.user.id, id, update.role).map_err(user_error)?;
         self.store.durable().await?;
         json_response(StatusCode::OK, &self.user_json(&user)?)
     }
@@ -66,27 +65,25 @@ impl Api {
     pub(super) async fn delete_user(&self, caller: &Caller, id: &str) -> Result<Response<Body>, ApiError> {
         caller.require(ADMINS)?;
         let org = &caller.user.org_id;
-        self.ensure_not_last_admin(org, id)?;
-        self.store.delete_user(org, id)?;
+        self.store.delete_user(org, &caller.user.id, id).map_err(user_error)?;
         self.store.durable().await?;
         tracing::info!(user = id, org, by = caller.user.id, "user deleted");
         Ok(no_content())
     }
+}
 
-    /// Refuses to remove (or demote) the organization's only admin; 404 for other users.
-    fn ensure_not_last_admin(&self, org: &str, id: &str) -> Result<(), ApiError> {
-        let target = self.store.user(id)?.filter(|u| u.org_id == org).ok_or_else(|| ApiError::not_found("user"))?;
-        if target.role == Role::Admin && self.store.admin_count(org)? <= 1 {
-            return Err(ApiError::new(StatusCode::CONFLICT, "last_admin", "an organization keeps at least one admin"));
-        }
-        Ok(())
+/// A user of another organization answers as a missing one.
+fn user_error(error: StoreError) -> ApiError {
+    match error {
+        StoreError::NotFound => ApiError::not_found("user"),
+        other => other.into(),
     }
 }
 
 /// The trimmed address, if it looks like one.
 pub(super) fn valid_email(email: &str) -> Result<&str, ApiError> {
     let email = email.trim();
-    if email.len() > 254 || !email.contains('@') || email.chars().any(char::is_whitespace) {
+    if email.len() > super::auth::MAX_EMAIL_BYTES || !email.contains('@') || email.chars().any(char::is_whitespace) {
         return Err(ApiError::bad_request("a valid email address is required"));
     }
     Ok(email)

@@ -23,9 +23,10 @@ struct UpdateVideo {
 }
 
 impl Api {
-    /// A video as the API shows it: the record plus signed URLs for `<video>` and `<img>`.
-    pub(super) fn video_json(&self, video: &Video) -> Value {
-        self.news.view(video)
+    /// A video as the API shows the caller: the record plus URLs for `<video>` and `<img>`
+    /// signed for the caller.
+    pub(super) fn video_json(&self, caller: &Caller, video: &Video) -> Value {
+        self.news.view(video, &caller.user.id)
     }
 
     pub(super) fn list_videos(&self, caller: &Caller, request: &Request<Incoming>) -> Result<Response<Body>, ApiError> {
@@ -47,13 +48,13 @@ impl Api {
         };
         let query = VideoQuery { status, limit, before: param("before") };
         let page = self.store.list_videos(&caller.user.org_id, &query)?;
-        let items: Vec<_> = page.items.iter().map(|video| self.video_json(video)).collect();
+        let items: Vec<_> = page.items.iter().map(|video| self.video_json(caller, video)).collect();
         json_response(StatusCode::OK, &json!({ "items": items, "next": page.next }))
     }
 
     pub(super) fn get_video(&self, caller: &Caller, id: &str) -> Result<Response<Body>, ApiError> {
         let video = self.store.video(&caller.user.org_id, id)?.ok_or_else(|| ApiError::not_found("video"))?;
-        json_response(StatusCode::OK, &self.video_json(&video))
+        json_response(StatusCode::OK, &self.video_json(caller, &video))
     }
 
     pub(super) async fn update_video(
@@ -75,7 +76,7 @@ impl Api {
             .map_err(not_found_as_video)?;
         self.store.durable().await?;
         self.news.announce(events::VIDEO_UPDATED, &video);
-        json_response(StatusCode::OK, &self.video_json(&video))
+        json_response(StatusCode::OK, &self.video_json(caller, &video))
     }
 
     pub(super) async fn delete_video(&self, caller: &Caller, id: &str) -> Result<Response<Body>, ApiError> {
@@ -106,12 +107,13 @@ fn not_found_as_video(error: StoreError) -> ApiError {
     }
 }
 
+/// A title as given, without bidirectional controls and trimmed, if it is one.
 pub(super) fn valid_title(title: &str) -> Result<String, ApiError> {
-    let title = title.trim();
+    let title = crate::text::without_bidi_controls(title);
     if title.is_empty() || title.chars().count() > MAX_TITLE_CHARS || title.chars().any(char::is_control) {
         return Err(ApiError::bad_request(format!(
             "a title is 1 to {MAX_TITLE_CHARS} characters, without control characters"
         )));
     }
-    Ok(title.to_owned())
+    Ok(title)
 }

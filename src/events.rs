@@ -11,7 +11,7 @@
 //!
 //! With connection state recovery on (the default), a client that drops and comes back
 //! within the window gets every event it missed; the token is checked again, and the socket
-//! is recovered only by the same user of the same organization.
+//! is recovered only by the same user of the same organization with the same stored role.
 //!
 //! The stored account, not the token, is what counts: the handshake (and a recovery) is
 //! refused when the account is gone or has moved, the device room follows the stored role,
@@ -173,11 +173,13 @@ pub fn install(io: &SocketIo, keys: Arc<TokenKeys>, store: &Store) {
         let Some(token) = handshake_token(&handshake.auth) else {
             return Err(ConnectError::new("Authentication required"));
         };
-        let mut claims = keys.verify(token).map_err(|(TokenError::Expired | TokenError::Invalid)| invalid_token())?;
+        let claims = keys.verify(token).map_err(|(TokenError::Expired | TokenError::Invalid)| invalid_token())?;
         // A signature says who the account was; only the store says it still is, and with
-        // which role (the socket carries the stored one).
+        // which role (the socket carries the stored one, kept current while it is connected).
         match accounts.account(&claims.sub) {
-            Ok(Some(account)) if account.org == claims.org => claims.role = account.role,
+            Ok(Some(account)) if account.org == claims.org => {
+                extensions.insert(LiveRole(Arc::new(std::sync::Mutex::new(account.role))));
+            }
             Ok(_) => return Err(invalid_token()),
             Err(error) => {
                 tracing::error!(%error, "reading an account failed");
@@ -188,13 +190,15 @@ pub fn install(io: &SocketIo, keys: Arc<TokenKeys>, store: &Store) {
         Ok(())
     });
     // A reconnecting client recovers its socket (and its rooms, and what they missed) only
-    // as the same user of the same organization with the same stored role: an admin demoted
-    // meanwhile starts afresh rather than replay what only admins get.
-    main.guard_recovery(|dropped, fresh| match (dropped.get::<Claims>(), fresh.get::<Claims>()) {
-        (Some(dropped), Some(fresh)) => {
-            dropped.sub == fresh.sub && dropped.org == fresh.org && dropped.role == fresh.role
-        }
-        _ => false,
+    // as the same user of the same organization with the role the socket last had: an admin
+    // demoted meanwhile starts afresh rather than replay what only admins get.
+    main.guard_recovery(|dropped, fresh| {
+        let same_account = match (dropped.get::<Claims>(), fresh.get::<Claims>()) {
+            (Some(dropped), Some(fresh)) => dropped.sub == fresh.sub && dropped.org == fresh.org,
+            _ => false,
+        };
+        let role = |extensions: &http::Extensions| extensions.get::<LiveRole>().map(LiveRole::get);
+        same_account && role(dropped).is_some() && role(dropped) == role(fresh)
     });
     let reconciler = Arc::new(Reconciler { directory: directory.clone(), one_at_a_time: Default::default() });
     let connected = reconciler.clone();
@@ -254,6 +258,21 @@ fn invalid_token() -> ConnectError {
     ConnectError::new("Invalid token")
 }
 
+/// The role a socket's rooms were last set for: the stored role at its handshake, then each
+/// one [`Reconciler`] applied (a token's claim can be stale from the start).
+#[derive(Clone)]
+struct LiveRole(Arc<std::sync::Mutex<Role>>);
+
+impl LiveRole {
+    fn get(&self) -> Role {
+        *self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn set(&self, role: Role) {
+        *self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = role;
+    }
+}
+
 /// Brings sockets in line with their accounts as stored: one deleted (or moved to another
 /// organization) is disconnected, and the device room follows the role. One socket at a
 /// time: a connect reading "admin" and a demotion's pass reading "editor" must not apply
@@ -269,6 +288,9 @@ impl Reconciler {
         let Some(claims) = socket.extensions().get::<Claims>() else { return socket.disconnect() };
         match self.directory.account(&claims.sub) {
             Ok(Some(account)) if account.org == claims.org => {
+                if let Some(role) = socket.extensions().get::<LiveRole>() {
+                    role.set(account.role);
+                }
                 if account.role == Role::Admin {
                     socket.join(DEVICE_ROOM);
                 } else {

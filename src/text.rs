@@ -2,9 +2,11 @@
 //!
 //! Bidirectional controls (U+202A..U+202E, U+2066..U+2069, the marks U+200E, U+200F and
 //! U+061C) reorder what follows them: "clip\u{202E}4pm.exe" displays as "clipexe.mp4".
-//! Invisible characters (zero-width space U+200B, word joiner U+2060, BOM U+FEFF) and the
-//! line and paragraph separators (U+2028, U+2029) make two names that look alike differ, or
-//! break a line where none shows. No title or chat line needs any of them, so they are
+//! Invisible characters (zero-width space U+200B, word joiner and invisible operators
+//! U+2060..U+2064, the deprecated format controls U+206A..U+206F, soft hyphen U+00AD,
+//! Mongolian vowel separator U+180E, Hangul fillers, BOM U+FEFF) and the line and paragraph
+//! separators (U+2028, U+2029) make two names that look alike differ, or break a line where
+//! none shows. No title or chat line needs any of them, so they are
 //! removed wherever such text is stored. The joiners U+200C and U+200D stay: scripts and
 //! emoji sequences need them.
 
@@ -12,14 +14,20 @@
 pub fn is_deceptive(c: char) -> bool {
     matches!(
         c,
-        '\u{061C}'
+        '\u{00AD}'
+            | '\u{061C}'
+            | '\u{115F}'
+            | '\u{1160}'
+            | '\u{180E}'
             | '\u{200B}'
             | '\u{200E}'
             | '\u{200F}'
             | '\u{2028}'..='\u{202E}'
-            | '\u{2060}'
-            | '\u{2066}'..='\u{2069}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{206F}'
+            | '\u{3164}'
             | '\u{FEFF}'
+            | '\u{FFA0}'
     )
 }
 

@@ -203,6 +203,44 @@ async fn a_recovered_socket_gets_its_rooms_and_missed_events() {
     assert_eq!(io.room_size(&video_room("v-a")), 1, "the subscription came back");
 }
 
+#[tokio::test]
+async fn recovery_follows_the_role_the_socket_last_had_not_the_token() {
+    let app = app().await;
+    app.account("boss", "org-a", Role::Admin);
+    let io = app.app.io.of("/");
+    let store = &app.app.store;
+    let in_device_room =
+        |sid: &str| io.to(tally::events::DEVICE_ROOM).sockets().iter().any(|s| s.id().to_string() == sid);
+    // An editor's token, promoted while connected: the socket joins the device room live.
+    let token = app.token("carol", "org-a");
+    let (ws, reply) = ws_connect_with(&app, &format!(r#"40{{"token":"{token}"}}"#)).await;
+    let (sid, pid) = recoverable_ack(&reply);
+    store.set_role("org-a", "boss", "carol", Role::Admin).unwrap();
+    eventually("the promoted socket joins the device room", || in_device_room(&sid)).await;
+    // Dropped, then demoted while away: nothing can move a socket that is not connected.
+    drop(ws);
+    eventually("the socket is dropped", || io.socket(&sid).is_none()).await;
+    store.set_role("org-a", "boss", "carol", Role::Editor).unwrap();
+    tally::events::announce_device(&app.app.io, json!({"led": "for admins only"}));
+    // The editor's token matches the role it was issued with, not the one the socket had.
+    let (mut ws, reply) = ws_connect_with(&app, &format!(r#"40{{"token":"{token}","pid":"{pid}"}}"#)).await;
+    let (fresh, _) = recoverable_ack(&reply);
+    assert_ne!(fresh, sid, "not recovered: it would replay the device room");
+    send_text(&mut ws, r#"421["video:subscribe","v-a"]"#).await;
+    assert_eq!(next_text(&mut ws).await, r#"431[{"ok":true}]"#, "nothing replayed first");
+    assert!(!in_device_room(&fresh));
+
+    // A role unchanged since the drop recovers, whatever the token says.
+    store.set_role("org-a", "boss", "carol", Role::Admin).unwrap();
+    eventually("promoted again", || in_device_room(&fresh)).await;
+    let (_, pid) = recoverable_ack(&reply);
+    drop(ws);
+    eventually("dropped again", || io.socket(&fresh).is_none()).await;
+    let (_, reply) = ws_connect_with(&app, &format!(r#"40{{"token":"{token}","pid":"{pid}"}}"#)).await;
+    assert_eq!(recoverable_ack(&reply).0, fresh, "recovered");
+    assert!(in_device_room(&fresh));
+}
+
 // ---- the stock socket.io-client ------------------------------------------------------
 
 #[tokio::test]

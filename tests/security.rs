@@ -409,7 +409,7 @@ async fn cross_site_pages_in_chromium() {
         // The box at 127.0.0.1; the attacker's pages at localhost: another site.
         "box": format!("http://{}", tally.addr),
         "newBox": format!("http://{}", new_box.addr),
-        // The real code: only the origin rule stops the form.
+        // The real code: not a wrong code but the origin and Content-Type rules stop the form.
         "newBoxCode": code,
         "password": PASSWORD,
         "victim": EDITOR,

@@ -10,8 +10,11 @@ async function api(path, options = {}) {
   const headers = { ...(options.headers || {}) };
   if (state.token) headers.Authorization = `Bearer ${state.token}`;
   const response = await fetch(path, { ...options, headers, credentials: "same-origin" });
-  if (response.status === 401 && !options.retried && (await refresh())) {
-    return api(path, { ...options, retried: true });
+  if (response.status === 401 && !options.retried) {
+    const renewed = await refresh();
+    if (renewed) return api(path, { ...options, retried: true });
+    // The session is over (the account removed, or logged out elsewhere).
+    if (renewed === false) signedOut();
   }
   return response;
 }
@@ -31,16 +34,26 @@ async function errorMessage(response) {
 let refreshing = null;
 
 function refresh() {
-  refreshing ??= (navigator.locks ? navigator.locks.request("tally-refresh", refreshNow) : refreshNow()).finally(() => {
+  refreshing ??= queuedRefresh().finally(() => {
     refreshing = null;
   });
   return refreshing;
 }
 
+function queuedRefresh() {
+  if (!navigator.locks) return refreshNow();
+  return navigator.locks.request("tally-refresh", refreshNow).catch(refreshNow);
+}
+
 /** True: renewed. False: the session is over (401). Null: the box could not be reached. */
 async function refreshNow() {
   try {
-    const response = await fetch("/api/auth/refresh", { method: "POST", credentials: "same-origin" });
+    // Bounded, so a hung request cannot hold every tab's lock.
+    const response = await fetch("/api/auth/refresh", {
+      method: "POST",
+      credentials: "same-origin",
+      signal: AbortSignal.timeout(10000),
+    });
     if (!response.ok) return response.status === 401 ? false : null;
     setSession(await response.json());
     return true;
@@ -54,7 +67,15 @@ function setSession(session) {
   state.user = session.user;
   clearTimeout(state.refreshTimer);
   // Renewed well before it expires, so uploads and sockets always start with a valid token.
-  state.refreshTimer = setTimeout(refresh, Math.max(5, Math.min(session.expiresIn - 60, session.expiresIn * 0.8)) * 1000);
+  renewIn(Math.max(5, Math.min(session.expiresIn - 60, session.expiresIn * 0.8)));
+}
+
+/** Refreshes in `seconds`; an unreachable box is tried again every 30 s. */
+function renewIn(seconds) {
+  clearTimeout(state.refreshTimer);
+  state.refreshTimer = setTimeout(async () => {
+    if ((await refresh()) === null) renewIn(30);
+  }, seconds * 1000);
 }
 
 function show(view) {

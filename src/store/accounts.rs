@@ -36,6 +36,17 @@ pub(super) const ACCOUNT_CHANGES_KEPT: usize = 1024;
 
 type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
 
+fn new_user(new: NewUser<'_>) -> User {
+    User {
+        id: new_id(),
+        org_id: new.org_id.to_owned(),
+        email: normalize_email(new.email),
+        role: new.role,
+        password_hash: new.password_hash,
+        created_at: now_ms(),
+    }
+}
+
 fn member_key(org_id: &str, user_id: &str) -> Vec<u8> {
     format!("{org_id}/{user_id}").into_bytes()
 }
@@ -126,16 +137,17 @@ impl Store {
         Ok(())
     }
 
-    /// Creates a user; the email must be new on this box.
+    /// Creates a user on behalf of admin `by` of the same organization (checked in the same
+    /// transaction, see [`Store::delete_user`]).
+    pub fn create_user_by(&self, by: &str, new: NewUser<'_>) -> Result<User, StoreError> {
+        let user = new_user(new);
+        self.insert_user(&user, Some(by))?;
+        Ok(user)
+    }
+
+    /// Creates a user (the first admin, or one made at the console); the email must be new.
     pub fn create_user(&self, new: NewUser<'_>) -> Result<User, StoreError> {
-        let user = User {
-            id: new_id(),
-            org_id: new.org_id.to_owned(),
-            email: normalize_email(new.email),
-            role: new.role,
-            password_hash: new.password_hash,
-            created_at: now_ms(),
-        };
+        let user = new_user(new);
         self.import_user(&user)?;
         Ok(user)
     }
@@ -143,6 +155,10 @@ impl Store {
     /// Stores a user under its own id (a new account, or one restored), with its indexes;
     /// its organization must exist and its email must be free.
     pub fn import_user(&self, user: &User) -> Result<(), StoreError> {
+        self.insert_user(user, None)
+    }
+
+    fn insert_user(&self, user: &User, by: Option<&str>) -> Result<(), StoreError> {
         self.writable()?;
         if self.org(&user.org_id)?.is_none() {
             return Err(StoreError::NotFound);
@@ -152,6 +168,9 @@ impl Store {
         let member = member_key(&user.org_id, &user.id);
         (&self.users, &self.user_emails, &self.org_members, &self.org_admins).transaction(
             |(users, emails, members, admins)| {
+                if let Some(by) = by {
+                    require_admin(users, &user.org_id, by)?;
+                }
                 if emails.get(user.email.as_bytes())?.is_some() {
                     return abort(StoreError::Conflict("user with this email"));
                 }

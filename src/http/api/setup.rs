@@ -48,7 +48,8 @@ impl Api {
             tracing::warn!(address = %remote.ip(), "wrong setup code");
             return Err(ApiError::new(StatusCode::FORBIDDEN, "wrong_setup_code", "that is not this box's setup code"));
         }
-        let organization = setup.organization.trim();
+        let organization = crate::text::without_bidi_controls(&setup.organization);
+        let organization = organization.as_str();
         if organization.is_empty() || organization.chars().count() > 100 {
             return Err(ApiError::bad_request("an organization name of 1 to 100 characters is required"));
         }

@@ -17,7 +17,7 @@ use crate::events::{self, VideoNews};
 use crate::http::api::{Api, ApiParts};
 use crate::http::ops::Ops;
 use crate::http::{self, Router};
-use crate::jobs::Jobs;
+use crate::jobs::{Jobs, JobsConfig};
 use crate::led::{Led, LedConfig, backend};
 use crate::media::Media;
 
@@ -66,7 +66,8 @@ impl App {
             None => std::env::current_exe().context("locating the tally binary for media workers")?,
         };
         let isolated = Arc::new(Isolated::new(program, config.media.pipeline()));
-        let jobs = Jobs::start(store.clone(), isolated, news.clone(), metrics.clone(), config.media.jobs())
+        let jobs_config = JobsConfig { min_free_bytes: config.min_free_bytes, ..config.media.jobs() };
+        let jobs = Jobs::start(store.clone(), isolated, news.clone(), metrics.clone(), jobs_config)
             .context("starting the job workers")?;
         let device = Arc::new(Device::new(
             start_led(&config.led),

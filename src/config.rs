@@ -16,7 +16,7 @@ use crate::engineio::EngineConfig;
 use crate::http::api::ApiConfig;
 use crate::jobs::JobsConfig;
 use crate::led::LedConfig;
-use crate::media::{DecoderMode, MediaConfig};
+use crate::media::{Acceleration, MediaConfig};
 use crate::socketio::{RecoveryConfig, SocketIoConfig};
 use crate::store::Retention;
 
@@ -82,9 +82,16 @@ pub struct MediaSettings {
     /// Sustained 2–3 flashes per second flag a video too.
     pub strict_sensitivity: bool,
     /// `auto`, `software` or `hardware`.
-    pub decoder: DecoderMode,
+    pub decoder: Acceleration,
     /// Name prefixes of hardware decoder elements.
     pub hardware_decoders: Vec<String>,
+    /// `auto`, `software` or `hardware`: which H.264 encoder makes web renditions.
+    pub encoder: Acceleration,
+    /// Name prefixes of hardware encoder elements.
+    pub hardware_encoders: Vec<String>,
+    /// A transcoded web rendition is at most this many lines (`1080`: 1080p, fitting in
+    /// 1920×1080, or 1080×1920 upright).
+    pub rendition_lines: u32,
     /// The `tally` binary that runs each job in a child process (`tally media-worker`);
     /// unset: this very program.
     pub worker: Option<PathBuf>,
@@ -105,6 +112,9 @@ impl Default for MediaSettings {
             strict_sensitivity: media.strict,
             decoder: media.decoder,
             hardware_decoders: media.hardware_decoders,
+            encoder: media.encoder,
+            hardware_encoders: media.hardware_encoders,
+            rendition_lines: media.rendition_lines,
             worker: None,
             keep_failed_jobs_days: 7,
         }
@@ -118,6 +128,9 @@ impl MediaSettings {
             watchdog: Duration::from_secs(self.watchdog_secs),
             decoder: self.decoder,
             hardware_decoders: self.hardware_decoders.clone(),
+            encoder: self.encoder,
+            hardware_encoders: self.hardware_encoders.clone(),
+            rendition_lines: self.rendition_lines.clamp(144, 4096),
         }
     }
 
@@ -126,6 +139,7 @@ impl MediaSettings {
             workers: self.workers,
             max_attempts: self.max_attempts,
             retry_backoff: Duration::from_secs(self.retry_backoff_secs),
+            ..JobsConfig::default()
         }
     }
 }

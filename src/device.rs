@@ -25,7 +25,7 @@ use tokio::sync::Notify;
 
 use crate::jobs::Jobs;
 use crate::led::{IDENTIFY_FOR, Led, LedState};
-use crate::media::DecoderMode;
+use crate::media::Acceleration;
 use crate::store::{StorageFault, Store, StoreError};
 
 /// How often the monitor looks at the box.
@@ -50,7 +50,7 @@ pub struct Device {
     led: Led,
     store: Store,
     jobs: Arc<Jobs>,
-    decoder: DecoderMode,
+    decoder: Acceleration,
     hardware_decoder: bool,
     storage_low_bytes: u64,
     restart: AtomicBool,
@@ -88,7 +88,7 @@ pub struct Disk {
 #[serde(rename_all = "camelCase")]
 pub struct Decoder {
     /// `auto`, `software` or `hardware`, as configured.
-    pub mode: DecoderMode,
+    pub mode: Acceleration,
     /// Whether a hardware (V4L2) decoder is present on this board.
     pub hardware_available: bool,
 }
@@ -123,7 +123,7 @@ impl Device {
         led: Led,
         store: Store,
         jobs: Arc<Jobs>,
-        decoder: DecoderMode,
+        decoder: Acceleration,
         hardware_decoder: bool,
         storage_low_bytes: u64,
         flush_timeout: Duration,

@@ -69,10 +69,22 @@ impl VideoNews {
         match self.keys.issue_media(viewer, &video.id, &video.org_id, self.media_url_ttl) {
             Ok(token) => {
                 let base = format!("/api/videos/{}", video.id);
-                value["streamUrl"] = json!(format!("{base}/stream?token={token}"));
+                let stream = format!("{base}/stream?token={token}");
+                if let Some(playback) = value.get_mut("playback").and_then(Value::as_object_mut) {
+                    playback.insert("url".into(), json!(stream));
+                }
+                value["streamUrl"] = json!(stream);
+                value["originalUrl"] = json!(format!("{base}/original?token={token}"));
                 let thumbnail = |size: &str| json!(format!("{base}/thumbnail?size={size}&token={token}"));
                 value["thumbnailUrl"] = if video.has_thumbnail { thumbnail("card") } else { Value::Null };
                 value["posterUrl"] = if video.has_thumbnail { thumbnail("poster") } else { Value::Null };
+                let (cues, sheet) = if video.has_previews {
+                    (json!(format!("{base}/previews.vtt?token={token}")), thumbnail("previews"))
+                } else {
+                    (Value::Null, Value::Null)
+                };
+                value["previewsUrl"] = cues;
+                value["previewSheetUrl"] = sheet;
             }
             Err(error) => tracing::error!(%error, video = video.id, "signing media URLs failed"),
         }

@@ -42,8 +42,10 @@ enum Command {
         #[arg(long)]
         ttl: Option<u64>,
     },
-    /// Process one video file as the service would and print what it finds (metadata and the
-    /// photosensitivity report) as JSON; thumbnails go to --out when given.
+    /// Process one video file as the service would and print what it finds (metadata, the
+    /// photosensitivity report, what would play) as JSON; thumbnails, scrub previews and the
+    /// web rendition (`web.mp4`, when the original does not play in browsers) go to --out
+    /// when given.
     Process {
         file: PathBuf,
         #[arg(long)]
@@ -117,18 +119,48 @@ fn process(config: &Config, file: &std::path::Path, out: Option<&std::path::Path
     let media = tally::media::Media::new(config.media.pipeline())?;
     let started = std::time::Instant::now();
     let cancel = std::sync::atomic::AtomicBool::new(false);
+    let target = match out {
+        Some(out) => {
+            std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+            let budget = fs4::available_space(out).with_context(|| format!("free space in {}", out.display()))?;
+            Some(tally::media::RenditionTarget {
+                output: out.join("web.mp4"),
+                scratch: out.join("web.mp4.mux"),
+                budget,
+            })
+        }
+        None => None,
+    };
+    // Seconds each stage took, as the progress reports mark their starts (the benchmarks read
+    // the rendition stage of a remux from here).
+    let mut stages: Vec<(tally::media::Stage, std::time::Instant)> = Vec::new();
     let processed = media
-        .process(file, &cancel, &mut |_, _| {})
+        .process(file, target.as_ref(), &cancel, &mut |stage, _| {
+            if stages.last().is_none_or(|(last, _)| *last != stage) {
+                stages.push((stage, std::time::Instant::now()));
+            }
+        })
         .map_err(|(stage, error)| anyhow::anyhow!("{} stage: {error}", stage.as_str()))?;
+    let ended = std::time::Instant::now();
+    let mut stage_seconds = serde_json::Map::new();
+    for (i, (stage, began)) in stages.iter().enumerate() {
+        let until = stages.get(i + 1).map_or(ended, |(_, next)| *next);
+        stage_seconds.insert(stage.as_str().into(), serde_json::json!(until.duration_since(*began).as_secs_f64()));
+    }
     if let Some(out) = out {
-        std::fs::create_dir_all(out)?;
         std::fs::write(out.join("thumbnail-card.jpg"), &processed.thumbnails[0])?;
         std::fs::write(out.join("thumbnail-poster.jpg"), &processed.thumbnails[1])?;
+        if let Some(previews) = &processed.previews {
+            std::fs::write(out.join("previews.jpg"), &previews.sheet)?;
+            std::fs::write(out.join("previews.vtt"), &previews.vtt)?;
+        }
     }
     let report = serde_json::json!({
         "metadata": processed.metadata,
         "sensitivity": processed.report,
+        "playback": processed.playback,
         "seconds": started.elapsed().as_secs_f64(),
+        "stageSeconds": stage_seconds,
     });
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())

@@ -106,3 +106,58 @@ async fn the_page_in_chromium() {
         assert!(shots.join(shot).exists(), "{shot}");
     }
 }
+
+#[tokio::test]
+async fn an_hevc_phone_video_plays_in_chromium_from_its_rendition() {
+    use common::fixtures::{Encoding, make_encoded};
+    let dir = tempfile::tempdir().unwrap();
+    add_user(dir.path(), "Acme", "editor@acme.test", "editor").await;
+    let tally = Tally::start(dir.path(), &[]).await;
+    let hevc = dir.path().join("IMG_0042.mp4");
+    let encoding = Encoding {
+        video: "x265enc speed-preset=ultrafast key-int-max=30 ! h265parse",
+        mux: "mp4mux name=mux faststart=true",
+        audio: Some("avenc_aac"),
+        format: "I420",
+    };
+    let paint: Box<Painter> = Box::new(|i, data: &mut [u8]| fill(data, [40, (i * 2 % 200) as u8 + 40, 200]));
+    make_encoded(&hevc, &Spec { width: 640, height: 360, fps: 30, frames: 150 }, paint.as_ref(), &encoding);
+    let config = serde_json::json!({
+        "url": format!("http://{}/", tally.addr),
+        "password": PASSWORD,
+        "editor": "editor@acme.test",
+        "hevc": hevc,
+    });
+    let report = chromium_report("playback.mjs", &config).await;
+    assert_eq!(report["problems"], serde_json::json!([]), "{report}");
+    assert_eq!(report["canPlayHevc"], "", "this Chromium has no HEVC: the test means something");
+    // The original loads (its audio plays) but shows no picture, or is refused outright.
+    let original = &report["original"];
+    assert!(
+        (original["event"] == "loadeddata" && original["videoWidth"] == 0) || original["event"] == "error",
+        "the original cannot show its picture: {report}"
+    );
+    assert_eq!(report["sawPreparing"], true, "the card says the video is being prepared: {report}");
+    let playback = &report["playback"];
+    assert!(playback["src"].as_str().unwrap().contains("/stream?token="), "{report}");
+    assert_eq!(playback["videoWidth"], 640, "the rendition shows its picture: {report}");
+    assert!(playback["played"].as_f64().is_some_and(|t| t >= 0.3), "playback advances: {report}");
+    assert!(playback["seekedTo"].as_f64().is_some_and(|t| (t - 2.0).abs() < 0.1), "a seek lands: {report}");
+    assert_eq!(report["download"]["hidden"], false);
+    assert!(report["download"]["href"].as_str().unwrap().contains("/original?token="), "{report}");
+    assert!(report["details"].as_str().unwrap().contains("a transcoded copy"), "{report}");
+    let preview = &report["preview"];
+    assert!(preview["image"].as_str().unwrap().contains("size=previews"), "the preview shows the sheet: {report}");
+    assert!(preview["width"].as_u64().is_some_and(|w| w >= 160), "{report}");
+    assert_eq!(preview["time"], "0:04", "the time under the pointer (75 % of 5 s): {report}");
+    assert_eq!(report["sheetLoads"], true);
+    assert_eq!(report["previewHiddenAfter"], true, "the preview goes when the pointer leaves");
+    let touch = &report["touch"];
+    assert_eq!(
+        (touch["shown"].as_bool(), touch["time"].as_str()),
+        (Some(true), Some("0:03")),
+        "dragging a finger: {report}"
+    );
+    assert_eq!(touch["hiddenAfter"], true, "the preview goes when the finger lifts: {report}");
+    assert!(touch["seekedTo"].as_f64().is_some_and(|t| (t - 2.5).abs() < 0.3), "the drag seeks: {report}");
+}

@@ -284,8 +284,13 @@ async fn thumbnails_that_do_not_fit_are_retried_once_space_returns() {
         assert!(Instant::now() < deadline, "never processed: {}", reply.body);
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    let thumbnails = std::fs::read_dir(disk.path().join("videos").join(&id)).unwrap().count();
-    assert_eq!(thumbnails, 3, "the original and two thumbnails");
+    let mut files: Vec<String> = std::fs::read_dir(disk.path().join("videos").join(&id))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    let expected = ["original.mp4", "previews.jpg", "previews.vtt", "thumbnail-card.jpg", "thumbnail-poster.jpg"];
+    assert_eq!(files, expected, "the original, two thumbnails and the previews, nothing half-written");
 }
 
 #[tokio::test]
@@ -338,4 +343,47 @@ async fn a_media_worker_dies_with_the_service() {
         assert!(Instant::now() < deadline, "the media worker outlived the service");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+#[tokio::test]
+async fn a_rendition_that_does_not_fit_leaves_the_original_playing_with_the_reason() {
+    use common::fixtures::{Encoding, make_encoded};
+    let Some((disk, tally)) = tally_on_small_disk("editor@acme.test", "editor", &[]).await else { return };
+    let token = tally.token("editor@acme.test").await;
+    let elsewhere = tempfile::tempdir().unwrap();
+    let path = elsewhere.path().join("phone.mp4");
+    let encoding = Encoding {
+        video: "x265enc speed-preset=ultrafast ! h265parse",
+        mux: "mp4mux name=mux faststart=true",
+        audio: None,
+        format: "I420",
+    };
+    let paint: Box<Painter> = Box::new(|i, data: &mut [u8]| fill(data, [(i * 5) as u8, 90, 160]));
+    make_encoded(&path, &Spec { width: 640, height: 360, fps: 30, frames: 120 }, paint.as_ref(), &encoding);
+    let bytes = std::fs::read(&path).unwrap();
+    // Room for the upload and its thumbnails, not for a transcode of four seconds of 360p
+    // (about 0.8 MB with the muxer's scratch copy).
+    let filler = disk.fill();
+    SmallDisk::make_room(&filler, bytes.len() as u64 + 300 * 1024);
+    let uploaded = tally.upload(&token, None, "phone.mp4", &bytes).await;
+    assert_eq!(uploaded.status, 201, "{}", uploaded.body);
+    let id = uploaded.json()["id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let video = loop {
+        let video = tally.call(Method::GET, &format!("/api/videos/{id}"), &token, None).await.json();
+        if video["status"] == "processed" || video["status"] == "failed" {
+            break video;
+        }
+        assert!(Instant::now() < deadline, "never processed: {video}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(video["status"], "processed", "a rendition that cannot be made does not fail the video: {video}");
+    assert_eq!(video["playback"]["kind"], "original", "{video}");
+    let problem = video["playback"]["problem"].as_str().unwrap_or_default();
+    assert!(problem.contains("not enough free space"), "the reason is recorded: {video}");
+    assert!(!disk.path().join("videos").join(&id).join("web.mp4").exists());
+    assert_eq!(std::fs::read_dir(disk.path().join("tmp")).unwrap().count(), 0, "nothing half-written is left");
+    let stream = get(tally.addr, video["playback"]["url"].as_str().unwrap()).await;
+    assert_eq!((stream.status, stream.bytes == bytes), (200, true), "the player gets the original");
+    std::fs::remove_file(filler).unwrap();
 }

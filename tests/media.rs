@@ -21,7 +21,7 @@ fn video(dir: &Path, name: &str, fps: u32, seconds: u64, paint: &Painter) -> Pat
 
 fn process(path: &Path) -> Result<Processed, (Stage, MediaError)> {
     let media = Media::new(MediaConfig::default()).unwrap();
-    media.process(path, &AtomicBool::new(false), &mut |_, _| {})
+    media.process(path, None, &AtomicBool::new(false), &mut |_, _| {})
 }
 
 #[test]
@@ -112,8 +112,9 @@ fn metadata_and_thumbnails_of_a_real_video() {
     make_video(&path, &Spec { width: 640, height: 360, fps: 30, frames: 120 }, paint.as_ref());
     let mut stages = Vec::new();
     let media = Media::new(MediaConfig::default()).unwrap();
-    let processed =
-        media.process(&path, &AtomicBool::new(false), &mut |stage, percent| stages.push((stage, percent))).unwrap();
+    let processed = media
+        .process(&path, None, &AtomicBool::new(false), &mut |stage, percent| stages.push((stage, percent)))
+        .unwrap();
     let m = &processed.metadata;
     assert_eq!((m.width, m.height, m.rotation), (640, 360, 0));
     assert!(m.video_codec.contains("H.264"), "{m:?}");
@@ -260,11 +261,16 @@ fn files_that_are_not_videos_fail_clearly() {
 fn the_decoder_that_ran_is_recorded_and_selection_can_be_steered() {
     use gstreamer as gst;
     use gstreamer::prelude::*;
-    use tally::media::DecoderMode;
+    use tally::media::Acceleration;
     let dir = tempfile::tempdir().unwrap();
     let path = video(dir.path(), "pick.mp4", 30, 1, alternating(BLACK, WHITE, 15).as_ref());
     let run = |config: MediaConfig| {
-        Media::new(config).unwrap().process(&path, &AtomicBool::new(false), &mut |_, _| {}).unwrap().metadata.decoder
+        Media::new(config)
+            .unwrap()
+            .process(&path, None, &AtomicBool::new(false), &mut |_, _| {})
+            .unwrap()
+            .metadata
+            .decoder
     };
     let registry = gst::Registry::get();
     let openh264 = registry.lookup_feature("openh264dec").expect("openh264dec is installed");
@@ -283,7 +289,7 @@ fn the_decoder_that_ran_is_recorded_and_selection_can_be_steered() {
     // Software mode takes the "hardware" decoders out of selection; avdec_ stands in for V4L2
     // (which only registers on the board) so the effect is observable here.
     let software = MediaConfig {
-        decoder: DecoderMode::Software,
+        decoder: Acceleration::Software,
         hardware_decoders: vec!["avdec_".into()],
         ..MediaConfig::default()
     };

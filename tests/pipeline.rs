@@ -242,3 +242,188 @@ async fn a_file_that_is_not_a_video_fails_live_with_a_clear_message() {
     let record = tally.call(Method::GET, &format!("/api/videos/{id}"), &editor, None).await.json();
     assert_eq!((record["status"].as_str(), record["error"].clone()), (Some("failed"), failed["error"].clone()));
 }
+
+/// An HEVC clip with AAC audio, as phones record by default, `seconds` long at 320×180.
+fn hevc_clip(dir: &Path, name: &str, seconds: u64) -> Vec<u8> {
+    use common::fixtures::{Encoding, make_encoded};
+    let path = dir.join(name);
+    let paint: Box<Painter> = Box::new(move |i, data: &mut [u8]| {
+        for (p, px) in data.chunks_exact_mut(3).enumerate() {
+            let x = ((p as u32 % 320) + i as u32) as u8;
+            px.copy_from_slice(&[x, 180, 255 - x]);
+        }
+    });
+    let encoding = Encoding {
+        video: "x265enc speed-preset=ultrafast key-int-max=30 ! h265parse",
+        mux: "mp4mux name=mux faststart=true",
+        audio: Some("avenc_aac"),
+        format: "I420",
+    };
+    make_encoded(&path, &Spec { width: 320, height: 180, fps: 30, frames: 30 * seconds }, paint.as_ref(), &encoding);
+    std::fs::read(&path).unwrap()
+}
+
+/// Whether MP4 bytes have their index before their media data.
+fn index_first(dir: &Path, bytes: &[u8]) -> Option<bool> {
+    let path = dir.join(format!("check-{}.mp4", bytes.len()));
+    std::fs::write(&path, bytes).unwrap();
+    tally::media::rendition::index_first(&path).unwrap()
+}
+
+#[tokio::test]
+async fn an_hevc_upload_plays_as_a_transcoded_rendition_and_its_original_downloads() {
+    let (dir, tally) = acme_and_globex().await;
+    let editor = tally.token("editor@acme.test").await;
+    let outsider = tally.token("admin@globex.test").await;
+    let mut node = NodeClients::spawn().await;
+    node.connect("acme", &format!("http://{}", tally.addr), Some(&editor), json!({})).await;
+    node.expect_ev("acme", "connect").await;
+    let bytes = hevc_clip(dir.path(), "phone.mp4", 3);
+    let name = "Strand *Sommer* \u{202e}4pm.exe 2026.mp4";
+    let uploaded = tally.upload(&editor, None, name, &bytes).await;
+    assert_eq!(uploaded.status, 201, "{}", uploaded.body);
+    let id = uploaded.json()["id"].as_str().unwrap().to_owned();
+    let processed = node.expect_event("acme", "video:processed").await["args"][0].clone();
+    let progress: Vec<Value> = node
+        .drain()
+        .into_iter()
+        .filter(|v| v["event"] == "video:progress" && v["args"][0]["stage"] == "rendition")
+        .map(|v| v["args"][0].clone())
+        .collect();
+    assert!(progress.iter().any(|p| p["progress"] == 100), "the rendition stage is reported: {progress:?}");
+    assert!(progress.iter().all(|p| p["progress"].as_u64().unwrap() <= 100));
+
+    let playback = &processed["playback"];
+    assert_eq!(playback["kind"], "transcoded", "{processed:#}");
+    assert!(playback["reason"].as_str().unwrap().contains("HEVC"));
+    assert_eq!(processed["metadata"]["encoder"], "x264enc");
+    let record = tally.call(Method::GET, &format!("/api/videos/{id}"), &editor, None).await.json();
+    assert_eq!(record["playback"]["kind"], "transcoded", "the record says what plays");
+
+    // The player's source: H.264 in an MP4 with its index first, served with ranges.
+    let url = playback["url"].as_str().unwrap();
+    let web = get(tally.addr, url).await;
+    assert_eq!((web.status, web.headers["content-type"].to_str().unwrap()), (200, "video/mp4"));
+    assert_eq!(index_first(dir.path(), &web.bytes), Some(true));
+    assert_eq!(web.bytes, std::fs::read(dir.path().join("videos").join(&id).join("web.mp4")).unwrap());
+    let part = request(tally.addr, Method::GET, url, b"", &[("range", "bytes=0-99")]).await;
+    assert_eq!((part.status, part.bytes.len()), (206, 100));
+    assert_eq!(&part.bytes[..], &web.bytes[..100]);
+
+    // The original downloads as it came, under a name that is safe to save.
+    let original = get(tally.addr, processed["originalUrl"].as_str().unwrap()).await;
+    assert_eq!(original.status, 200);
+    assert_eq!(original.bytes, bytes, "the original is byte for byte what was uploaded");
+    let disposition = original.headers["content-disposition"].to_str().unwrap().to_owned();
+    assert!(disposition.starts_with("attachment; filename=\"Strand _Sommer_ 4pm.exe 2026.mp4\""), "{disposition}");
+    assert!(!disposition.contains('\u{202e}') && !disposition.contains("%E2%80%AE"), "{disposition}");
+    assert!(disposition.contains("filename*=UTF-8''Strand%20_Sommer_%20"), "{disposition}");
+    // With a bearer token too; another organization sees nothing, not even with its own.
+    let mine = request(
+        tally.addr,
+        Method::GET,
+        &format!("/api/videos/{id}/original"),
+        b"",
+        &[("authorization", &format!("Bearer {editor}"))],
+    )
+    .await;
+    assert_eq!(mine.status, 200);
+    let theirs = request(
+        tally.addr,
+        Method::GET,
+        &format!("/api/videos/{id}/original"),
+        b"",
+        &[("authorization", &format!("Bearer {outsider}"))],
+    )
+    .await;
+    assert_eq!(theirs.status, 404);
+    let moved = url.replace(&id, "01JNOTAVIDEO00000000000000");
+    assert_eq!(get(tally.addr, &moved).await.status, 404, "a signed URL serves its own video only");
+
+    // Scrub previews: the cues cover the whole video and every frame they name is on the sheet.
+    let sheet = get(tally.addr, processed["previewSheetUrl"].as_str().unwrap()).await;
+    assert_eq!((sheet.status, sheet.headers["content-type"].to_str().unwrap()), (200, "image/jpeg"));
+    let (sheet_w, sheet_h) = jpeg_size(&sheet.bytes);
+    let vtt = get(tally.addr, processed["previewsUrl"].as_str().unwrap()).await;
+    assert_eq!(vtt.headers["content-type"].to_str().unwrap(), "text/vtt; charset=utf-8");
+    let cues = parse_cues(std::str::from_utf8(&vtt.bytes).unwrap());
+    let duration = processed["metadata"]["durationMs"].as_u64().unwrap();
+    assert_eq!(cues.len(), 2, "a frame every 2 s of 3 s: {cues:?}");
+    assert_eq!(cues[0].0, 0, "the first cue starts at the start");
+    assert_eq!(cues.last().unwrap().1, duration, "the last cue ends at the end");
+    for pair in cues.windows(2) {
+        assert_eq!(pair[0].1, pair[1].0, "no gap or overlap between cues: {cues:?}");
+    }
+    for (_, _, [x, y, w, h]) in &cues {
+        assert!(x + w <= sheet_w && y + h <= sheet_h && *w == 160 && *h == 90, "{cues:?} on {sheet_w}x{sheet_h}");
+    }
+
+    // Deleted with its video.
+    assert_eq!(tally.call(Method::DELETE, &format!("/api/videos/{id}"), &editor, None).await.status, 204);
+    assert!(!dir.path().join("videos").join(&id).exists());
+}
+
+#[tokio::test]
+async fn a_missing_rendition_is_rebuilt_at_start_and_a_transcode_cut_short_completes() {
+    let (dir, mut tally) = acme_and_globex().await;
+    let editor = tally.token("editor@acme.test").await;
+    let bytes = hevc_clip(dir.path(), "short.mp4", 2);
+    let short = tally.upload(&editor, None, "short.mp4", &bytes).await.json()["id"].as_str().unwrap().to_owned();
+    wait_for_status(&tally, &editor, &short, "processed").await;
+    let rendition = dir.path().join("videos").join(&short).join("web.mp4");
+    let first = std::fs::read(&rendition).unwrap();
+
+    // A long transcode under way when the box loses power.
+    let long = hevc_clip(dir.path(), "long.mp4", 30);
+    let mut ws = socket(&tally, &editor).await;
+    let id = tally.upload(&editor, None, "long.mp4", &long).await.json()["id"].as_str().unwrap().to_owned();
+    loop {
+        let text = next_text(&mut ws).await;
+        if text.contains("video:progress") && text.contains("\"rendition\"") && !text.contains("\"progress\":0") {
+            break;
+        }
+    }
+    tally.kill().await;
+    let leftovers = std::fs::read_dir(dir.path().join("tmp")).unwrap().count();
+    assert!(leftovers > 0, "the transcode was writing when it was cut short");
+    std::fs::remove_file(&rendition).unwrap();
+    tally.restart().await;
+    let editor = tally.token("editor@acme.test").await;
+    let record = wait_for_status(&tally, &editor, &id, "processed").await;
+    assert_eq!(record["playback"]["kind"], "transcoded");
+    let web = std::fs::read(dir.path().join("videos").join(&id).join("web.mp4")).unwrap();
+    assert_eq!(index_first(dir.path(), &web), Some(true), "the resumed transcode wrote a whole file");
+    let path = dir.path().join("resumed.mp4");
+    std::fs::write(&path, &web).unwrap();
+    let metadata = tally::media::Media::new(tally::media::MediaConfig::default()).unwrap().probe(&path).unwrap();
+    assert!(metadata.duration_ms.unwrap() >= 29_900, "{metadata:?}");
+    // The rendition removed by hand is made again.
+    let rebuilt = wait_for_status(&tally, &editor, &short, "processed").await;
+    assert_eq!(rebuilt["playback"]["kind"], "transcoded");
+    common::eventually("the rendition is rebuilt", || rendition.exists()).await;
+    let again = std::fs::read(&rendition).unwrap();
+    assert!(again.len().abs_diff(first.len()) < first.len() / 10, "{} bytes then {}", first.len(), again.len());
+    assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0, "nothing half-written is left");
+}
+
+/// WebVTT thumbnail cues: start and end in ms, the `#xywh=` rectangle.
+fn parse_cues(vtt: &str) -> Vec<(u64, u64, [u32; 4])> {
+    assert!(vtt.starts_with("WEBVTT\n"), "{vtt}");
+    let ms = |t: &str| {
+        let (hms, millis) = t.trim().split_once('.').unwrap();
+        let parts: Vec<u64> = hms.split(':').map(|p| p.parse().unwrap()).collect();
+        ((parts[0] * 60 + parts[1]) * 60 + parts[2]) * 1000 + millis.parse::<u64>().unwrap()
+    };
+    let lines: Vec<&str> = vtt.lines().collect();
+    let mut cues = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        if let Some((start, end)) = line.split_once("-->") {
+            let target = lines[i + 1];
+            let (sheet, rect) = target.split_once("#xywh=").unwrap();
+            assert_eq!(sheet, "previews.jpg");
+            let r: Vec<u32> = rect.split(',').map(|n| n.parse().unwrap()).collect();
+            cues.push((ms(start), ms(end), [r[0], r[1], r[2], r[3]]));
+        }
+    }
+    cues
+}

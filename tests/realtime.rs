@@ -38,6 +38,8 @@ fn seed(app: &TestApp) {
             metadata: None,
             sensitivity: None,
             has_thumbnail: false,
+            has_previews: false,
+            playback: None,
             progress: None,
             error: None,
         };

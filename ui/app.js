@@ -300,7 +300,18 @@ function upsert(video) {
     body.append(warning);
   }
   if (video.progress && (video.status === "processing" || video.status === "queued")) {
-    body.append(progressBar(`${video.progress.stage} ${video.progress.percent}%`, video.progress.percent));
+    const stage = STAGE_LABELS[video.progress.stage] ?? video.progress.stage;
+    const label = `${stage} ${video.progress.percent} %`;
+    const line = document.createElement("p");
+    line.className = "stage";
+    line.textContent = label;
+    body.append(line, progressBar(label, video.progress.percent));
+  }
+  if (video.playback?.problem) {
+    const problem = document.createElement("p");
+    problem.className = "problem";
+    problem.textContent = `Plays as uploaded: ${video.playback.problem}`;
+    body.append(problem);
   }
   if (video.error) {
     const error = document.createElement("p");
@@ -324,6 +335,19 @@ function upsert(video) {
   if (state.playing === video.id) renderDetails(video);
 }
 
+/** What each processing stage is called on a card. */
+const STAGE_LABELS = {
+  metadata: "reading the file",
+  sensitivity: "checking for flashes",
+  thumbnail: "making the thumbnail",
+  rendition: "preparing for playback",
+};
+
+/** What the player plays: the web rendition where there is one, else the original. */
+function playbackUrl(video) {
+  return video.playback?.url ?? video.streamUrl;
+}
+
 /** The player: a flagged video plays only after the viewer acknowledges the warning. */
 function openPlayer(id) {
   const video = state.videos.get(id);
@@ -336,7 +360,12 @@ function openPlayer(id) {
   const flagged = video.sensitivity?.verdict === "flagged";
   $("player-warning").hidden = !flagged;
   player.hidden = flagged;
-  if (!flagged) player.src = video.streamUrl;
+  if (!flagged) player.src = playbackUrl(video);
+  // A flagged video shows nothing of itself, previews included, before the acknowledgement.
+  loadPreviews(flagged ? {} : video);
+  const download = $("player-download");
+  download.hidden = !video.originalUrl;
+  if (video.originalUrl) download.href = video.originalUrl;
   renderDetails(video);
   $("library-view").hidden = true;
   $("users-view").hidden = true;
@@ -353,9 +382,17 @@ function renderDetails(video) {
     ["Video", m.videoCodec ?? "unknown"],
     ["Audio", m.audio ? `${m.audio.codec}, ${m.audio.channels} ch, ${m.audio.sampleRate} Hz` : "none"],
     ["Decoder", m.decoder ?? "unknown"],
+    ["Plays", describePlayback(video.playback)],
     ["Photosensitivity", s.verdict ? `${s.verdict}${s.warnings?.length ? ` (${s.warnings.join("; ")})` : ""}` : "not analysed"],
   ];
   showDetails($("player-details"), rows);
+}
+
+function describePlayback(playback) {
+  if (!playback) return "the original";
+  const kind = { original: "the original", remuxed: "a remuxed copy", transcoded: "a transcoded copy" }[playback.kind];
+  const what = `${kind ?? playback.kind} (${playback.codec}): ${playback.reason}`;
+  return playback.problem ? `${what}; ${playback.problem}` : what;
 }
 
 /** Fills a description list with [term, value] rows. */
@@ -371,9 +408,78 @@ function showDetails(list, rows) {
   );
 }
 
+/** Scrub previews of the open video: its cues, and the frame under the pointer on the seek bar. */
+const scrub = { cues: [], sheet: null, dragging: false };
+
+/** The cues of a WebVTT thumbnails track: start and end in seconds, the frame's rectangle. */
+function parseCues(text) {
+  const seconds = (t) => t.split(":").reduce((total, part) => total * 60 + Number(part), 0);
+  const cues = [];
+  for (const block of text.split(/\r?\n\r?\n+/)) {
+    const lines = block.trim().split(/\r?\n/);
+    const at = lines.findIndex((line) => line.includes("-->"));
+    if (at < 0 || !lines[at + 1]) continue;
+    const [start, end] = lines[at].split("-->").map((t) => seconds(t.trim()));
+    const frame = /#xywh=(\d+),(\d+),(\d+),(\d+)$/.exec(lines[at + 1].trim());
+    if (frame) cues.push({ start, end, x: +frame[1], y: +frame[2], w: +frame[3], h: +frame[4] });
+  }
+  return cues;
+}
+
+async function loadPreviews(video) {
+  scrub.cues = [];
+  scrub.sheet = null;
+  $("player-scrub").hidden = true;
+  $("player-preview").hidden = true;
+  if (!video.previewsUrl) return;
+  try {
+    const response = await fetch(video.previewsUrl);
+    if (!response.ok || state.playing !== video.id) return;
+    const cues = parseCues(await response.text());
+    // Another video may have been opened meanwhile.
+    if (state.playing !== video.id) return;
+    scrub.cues = cues;
+    scrub.sheet = video.previewSheetUrl;
+    $("player-scrub").hidden = scrub.cues.length === 0;
+  } catch {
+    // Previews are a nicety: the player works without them.
+  }
+}
+
+/** Shows the frame at the pointer's place on the seek bar; returns that time in seconds. */
+function showPreview(clientX) {
+  const bar = $("player-seek");
+  const player = $("player-video");
+  const rect = bar.getBoundingClientRect();
+  const fraction = Math.min(1, Math.max(0, (clientX - rect.left) / rect.width));
+  const duration = Number.isFinite(player.duration) ? player.duration : (scrub.cues.at(-1)?.end ?? 0);
+  const at = fraction * duration;
+  const cue = scrub.cues.find((c) => at >= c.start && at < c.end) ?? scrub.cues.at(-1);
+  const preview = $("player-preview");
+  if (!cue || !scrub.sheet) {
+    preview.hidden = true;
+    return at;
+  }
+  preview.style.width = `${cue.w}px`;
+  preview.style.height = `${cue.h}px`;
+  preview.style.backgroundImage = `url("${scrub.sheet}")`;
+  preview.style.backgroundPosition = `-${cue.x}px -${cue.y}px`;
+  preview.style.left = `${Math.min(rect.width - cue.w, Math.max(0, clientX - rect.left - cue.w / 2))}px`;
+  $("player-preview-time").textContent = formatDuration(at * 1000);
+  preview.hidden = false;
+  return at;
+}
+
+function hidePreview() {
+  if (!scrub.dragging) $("player-preview").hidden = true;
+}
+
 function closePlayer() {
   const id = state.playing;
   state.playing = null;
+  scrub.dragging = false;
+  $("player-preview").hidden = true;
+  $("player-seek").value = "0";
   const player = $("player-video");
   player.pause();
   player.removeAttribute("src");
@@ -564,13 +670,42 @@ $("user-form").addEventListener("submit", async (event) => {
   event.target.reset();
   await loadUsers();
 });
+// The seek bar under the player: mouse, pen and touch alike through pointer events.
+$("player-seek").addEventListener("pointermove", (event) => showPreview(event.clientX));
+$("player-seek").addEventListener("pointerdown", (event) => {
+  scrub.dragging = true;
+  try {
+    event.target.setPointerCapture(event.pointerId);
+  } catch {
+    // A pointer the browser no longer knows: the drag works without capture.
+  }
+  showPreview(event.clientX);
+});
+for (const end of ["pointerup", "pointercancel"]) {
+  $("player-seek").addEventListener(end, () => {
+    scrub.dragging = false;
+    hidePreview();
+  });
+}
+$("player-seek").addEventListener("pointerleave", hidePreview);
+$("player-seek").addEventListener("input", (event) => {
+  const player = $("player-video");
+  if (Number.isFinite(player.duration)) player.currentTime = (event.target.value / 1000) * player.duration;
+});
+$("player-video").addEventListener("timeupdate", (event) => {
+  const player = event.target;
+  if (!scrub.dragging && Number.isFinite(player.duration) && player.duration > 0) {
+    $("player-seek").value = String(Math.round((player.currentTime / player.duration) * 1000));
+  }
+});
 $("player-acknowledge").addEventListener("click", () => {
   const video = state.videos.get(state.playing);
   if (!video) return;
   $("player-warning").hidden = true;
   const player = $("player-video");
   player.hidden = false;
-  player.src = video.streamUrl;
+  player.src = playbackUrl(video);
+  loadPreviews(video);
   player.focus();
 });
 

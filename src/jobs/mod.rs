@@ -18,7 +18,7 @@ use tokio::sync::Notify;
 
 use crate::events::{self, VideoNews};
 use crate::media::isolation::Isolated;
-use crate::media::{MediaError, Processed, Stage};
+use crate::media::{MediaError, Playback, PlaybackKind, Processed, RenditionTarget, Stage};
 use crate::metrics::Metrics;
 use crate::store::{Job, JobState, Progress, StorageFault, Store, StoreError, Video, VideoStatus, now_ms};
 
@@ -36,11 +36,13 @@ pub struct JobsConfig {
     pub max_attempts: u32,
     /// The first retry waits this long; each further one twice as long.
     pub retry_backoff: Duration,
+    /// Free space a rendition never eats into, in bytes (as for uploads).
+    pub min_free_bytes: u64,
 }
 
 impl Default for JobsConfig {
     fn default() -> Self {
-        JobsConfig { workers: 1, max_attempts: 3, retry_backoff: Duration::from_secs(5) }
+        JobsConfig { workers: 1, max_attempts: 3, retry_backoff: Duration::from_secs(5), min_free_bytes: 100 << 20 }
     }
 }
 
@@ -71,6 +73,10 @@ impl Jobs {
         let requeued = store.requeue_interrupted_jobs()?;
         if requeued > 0 {
             tracing::warn!(requeued, "jobs interrupted by the last shutdown are queued again");
+        }
+        let rebuilt = store.requeue_missing_renditions()?;
+        if rebuilt > 0 {
+            tracing::warn!(rebuilt, "videos whose web rendition is missing are processed again");
         }
         let jobs = Arc::new(Jobs {
             store,
@@ -206,7 +212,9 @@ impl Jobs {
             running.insert(video.id.clone(), cancel.clone());
         }
         let started = Instant::now();
-        let outcome = self.process(&video, cancel).await;
+        let files = self.store.files();
+        let rendition = Renditions([files.temp_path(), files.temp_path()]);
+        let outcome = self.process(&video, &rendition, cancel).await;
         if let Ok(mut running) = self.running.lock() {
             running.remove(&video.id);
         }
@@ -215,22 +223,25 @@ impl Jobs {
         video.progress = None;
         video.updated_at = now_ms();
         let event = match outcome {
-            Ok(processed) => match self.keep_thumbnails(&video, &processed).await {
-                Ok(()) => {
+            Ok(processed) => match self.keep_files(&video, &processed, &rendition).await {
+                Ok(playback) => {
+                    video.playback = playback;
+                    video.has_previews = processed.previews.is_some();
                     video.status = VideoStatus::Processed;
                     video.metadata = serde_json::to_value(&processed.metadata).ok();
                     video.sensitivity = serde_json::to_value(&processed.report).ok();
                     video.has_thumbnail = true;
                     video.error = None;
                     job.state = JobState::Done;
-                    tracing::info!(video = video.id, seconds = started.elapsed().as_secs_f64(), verdict = ?processed.report.verdict, decoder = processed.metadata.decoder, "processed");
+                    let playback = video.playback.as_ref().map(|p| p.kind);
+                    tracing::info!(video = video.id, seconds = started.elapsed().as_secs_f64(), verdict = ?processed.report.verdict, decoder = processed.metadata.decoder, encoder = processed.metadata.encoder, ?playback, "processed");
                     Some((events::VIDEO_PROCESSED, None))
                 }
                 Err(error) => self.settle_failure(
                     &mut job,
                     &mut video,
                     Stage::Thumbnail,
-                    MediaError::Internal(format!("saving thumbnails: {error}")),
+                    MediaError::Internal(format!("saving the results: {error}")),
                 ),
             },
             Err((_, MediaError::Cancelled)) => return,
@@ -285,27 +296,43 @@ impl Jobs {
         Some((events::VIDEO_FAILED, Some((stage.as_str(), message))))
     }
 
-    /// Runs the pipeline in a child process, forwarding its progress as events.
-    async fn process(&self, video: &Video, cancel: Arc<AtomicBool>) -> Result<Processed, (Stage, MediaError)> {
+    /// Runs the pipeline in a child process, forwarding its progress as events. The web
+    /// rendition is written to `rendition`'s first path, with the room free space allows.
+    async fn process(
+        &self,
+        video: &Video,
+        rendition: &Renditions,
+        cancel: Arc<AtomicBool>,
+    ) -> Result<Processed, (Stage, MediaError)> {
         let files = self.store.files();
         let path: PathBuf = files.original(&video.id, &video.ext);
-        let started = Instant::now();
+        // When each stage began: its ETA is from its own pace.
+        let mut began: Option<(Stage, Instant)> = None;
         let mut last: Option<(Stage, Instant)> = None;
         let mut forward = |stage: Stage, percent: u8| {
+            if began.is_none_or(|(s, _)| s != stage) {
+                began = Some((stage, Instant::now()));
+            }
             let due = match last {
                 Some((previous, at)) => previous != stage || percent == 100 || at.elapsed() >= PROGRESS_INTERVAL,
                 None => true,
             };
             if due {
                 last = Some((stage, Instant::now()));
-                self.report_progress(video, stage, percent, started);
+                let stage_started = began.map_or_else(Instant::now, |(_, at)| at);
+                self.report_progress(video, stage, percent, stage_started);
             }
         };
-        let scratch = [files.temp_path(), files.temp_path()];
-        self.media.process(&path, scratch, &cancel, &mut forward).await
+        let scratch = [files.temp_path(), files.temp_path(), files.temp_path(), files.temp_path()];
+        let free = files.available_space().unwrap_or(0);
+        let [output, muxer] = rendition.0.clone();
+        let target =
+            RenditionTarget { output, scratch: muxer, budget: free.saturating_sub(self.config.min_free_bytes) };
+        self.media.process(&path, scratch, Some(target), &cancel, &mut forward).await
     }
 
     /// Stores then announces where processing is, so the record matches the last event.
+    /// `started` is when this stage began.
     fn report_progress(&self, video: &Video, stage: Stage, percent: u8, started: Instant) {
         let progress = Progress { stage: stage.as_str().to_owned(), percent };
         let updated = self.store.update_video(&video.org_id, &video.id, |v| {
@@ -313,22 +340,80 @@ impl Jobs {
             v.progress = Some(progress.clone());
         });
         let Ok(updated) = updated else { return };
-        let eta = (stage == Stage::Sensitivity && percent > 0 && percent < 100)
+        let eta = (matches!(stage, Stage::Sensitivity | Stage::Rendition) && percent > 0 && percent < 100)
             .then(|| (started.elapsed().as_secs_f64() * (100 - percent) as f64 / percent as f64).round() as u64);
         self.news.progress(&updated, stage.as_str(), percent, eta);
+    }
+
+    /// Moves what processing made into the video's directory, durably: the thumbnails, and
+    /// the rendition when one plays. Returns what the player gets (the original, with the
+    /// reason, if the rendition could not be kept).
+    async fn keep_files(
+        &self,
+        video: &Video,
+        processed: &Processed,
+        rendition: &Renditions,
+    ) -> std::io::Result<Option<Playback>> {
+        let files = self.store.files();
+        let mut playback = processed.playback.clone();
+        if let Some(wanted) = playback.as_mut().filter(|p| p.has_file()) {
+            let made = &rendition.0[0];
+            let kept = async {
+                tokio::fs::File::open(made).await?.sync_all().await?;
+                tokio::fs::rename(made, files.rendition(&video.id)).await
+            };
+            if let Err(error) = kept.await {
+                tracing::warn!(video = video.id, %error, "keeping the rendition failed; the original plays");
+                wanted.kind = PlaybackKind::Original;
+                wanted.codec = processed.metadata.video_codec.clone();
+                wanted.problem = Some(format!("the rendition could not be kept: {error}"));
+            }
+        } else {
+            // Reprocessed into needing none: an earlier rendition goes.
+            let _ = tokio::fs::remove_file(files.rendition(&video.id)).await;
+        }
+        self.keep_thumbnails(video, processed).await?;
+        Ok(playback)
+    }
+
+    /// Writes a small file durably in the video's directory (through a temp name, so a
+    /// reader never sees half of it); the directory itself is synced by the caller.
+    async fn keep_small(path: PathBuf, bytes: &[u8]) -> std::io::Result<()> {
+        let temp = path.with_extension("part");
+        tokio::fs::write(&temp, bytes).await?;
+        tokio::fs::File::open(&temp).await?.sync_all().await?;
+        tokio::fs::rename(&temp, &path).await
     }
 
     async fn keep_thumbnails(&self, video: &Video, processed: &Processed) -> std::io::Result<()> {
         let files = self.store.files();
         for (size, jpeg) in [("card", &processed.thumbnails[0]), ("poster", &processed.thumbnails[1])] {
-            let path = files.thumbnail(&video.id, size);
-            let temp = path.with_extension("jpg.part");
-            tokio::fs::write(&temp, jpeg).await?;
-            tokio::fs::File::open(&temp).await?.sync_all().await?;
-            tokio::fs::rename(&temp, &path).await?;
+            Jobs::keep_small(files.thumbnail(&video.id, size), jpeg).await?;
+        }
+        match &processed.previews {
+            Some(previews) => {
+                Jobs::keep_small(files.preview_sheet(&video.id), &previews.sheet).await?;
+                Jobs::keep_small(files.preview_cues(&video.id), previews.vtt.as_bytes()).await?;
+            }
+            None => {
+                let _ = tokio::fs::remove_file(files.preview_sheet(&video.id)).await;
+                let _ = tokio::fs::remove_file(files.preview_cues(&video.id)).await;
+            }
         }
         // The renames themselves must survive a power cut before the record says "processed".
         tokio::fs::File::open(files.dir(&video.id)).await?.sync_all().await?;
         Ok(())
+    }
+}
+
+/// The rendition's two temp files (the file, the muxer's scratch), removed however the job
+/// ends; a rendition that was kept has been renamed away by then.
+struct Renditions([PathBuf; 2]);
+
+impl Drop for Renditions {
+    fn drop(&mut self) {
+        for path in &self.0 {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }

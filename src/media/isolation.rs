@@ -3,8 +3,8 @@
 //!
 //! The service starts `tally media-worker` for each job. The child runs [`Media::process`]
 //! and speaks JSON lines on its stdout: progress while it works (at least once a second while
-//! frames flow), then one `done` or `failed`. Thumbnails go to two files the parent names and
-//! reads back. The parent kills the child when the job is cancelled, or when it has said
+//! frames flow), then one `done` or `failed`. Thumbnails and the scrub previews go to files
+//! the parent names and reads back; the web rendition to the path the parent names. The parent kills the child when the job is cancelled, or when it has said
 //! nothing for longer than its own watchdog allows (a plugin stuck where no watchdog can
 //! reach it). A child that dies without its last line fails the job with how it died.
 //!
@@ -23,7 +23,10 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
-use super::{DecoderMode, Media, MediaConfig, MediaError, Metadata, Processed, Report, Stage};
+use super::{
+    Acceleration, Media, MediaConfig, MediaError, Metadata, Playback, Previews, Processed, RenditionTarget, Report,
+    Stage,
+};
 
 /// The subcommand of `tally` that runs a child.
 pub const SUBCOMMAND: &str = "media-worker";
@@ -36,9 +39,35 @@ const HEARTBEAT: Duration = Duration::from_secs(1);
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 enum Line {
-    Progress { stage: Stage, percent: u8 },
-    Done { metadata: Box<Metadata>, report: Box<Report>, demoted: bool },
-    Failed { stage: Stage, error: MediaError, demoted: bool },
+    Progress {
+        stage: Stage,
+        percent: u8,
+    },
+    Done {
+        metadata: Box<Metadata>,
+        report: Box<Report>,
+        playback: Option<Box<Playback>>,
+        /// The previews' sheet and cues were written.
+        #[serde(default)]
+        previews: bool,
+        #[serde(flatten)]
+        demoted: Demoted,
+    },
+    Failed {
+        stage: Stage,
+        error: MediaError,
+        #[serde(flatten)]
+        demoted: Demoted,
+    },
+}
+
+/// Which hardware failed in the child, so later children do not try it again.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+struct Demoted {
+    #[serde(rename = "demoted")]
+    decoders: bool,
+    #[serde(default)]
+    encoders: bool,
 }
 
 /// What the parent tells a child (as `--settings` JSON).
@@ -47,6 +76,12 @@ pub struct Settings {
     pub config: MediaConfig,
     pub card: PathBuf,
     pub poster: PathBuf,
+    /// The previews' sheet and cues.
+    pub sheet: PathBuf,
+    pub cues: PathBuf,
+    /// Where to write the web rendition, if one is wanted.
+    #[serde(default)]
+    pub rendition: Option<RenditionTarget>,
 }
 
 /// The child's side: processes `input` and reports on stdout. Returns the exit code.
@@ -64,32 +99,38 @@ pub fn run_child(settings: &Settings, input: &Path) -> i32 {
     let media = match Media::new(settings.config.clone()) {
         Ok(media) => media,
         Err(error) => {
-            say(&Line::Failed { stage: Stage::Metadata, error, demoted: false });
+            say(&Line::Failed { stage: Stage::Metadata, error, demoted: Demoted::default() });
             return 1;
         }
     };
     let cancel = AtomicBool::new(false);
     let mut last: Option<(Stage, u8, Instant)> = None;
-    let result = media.process(input, &cancel, &mut |stage, percent| {
+    let result = media.process(input, settings.rendition.as_ref(), &cancel, &mut |stage, percent| {
         let due = last.is_none_or(|(s, p, at)| s != stage || p != percent || at.elapsed() >= HEARTBEAT);
         if due {
             last = Some((stage, percent, Instant::now()));
             say(&Line::Progress { stage, percent });
         }
     });
-    let demoted = media.demoted();
+    let demoted = Demoted { decoders: media.demoted(), encoders: media.encoder_demoted() };
     match result {
         Ok(processed) => {
             let [card, poster] = &processed.thumbnails;
-            if let Err(error) =
-                std::fs::write(&settings.card, card).and_then(|()| std::fs::write(&settings.poster, poster))
-            {
+            let mut written =
+                std::fs::write(&settings.card, card).and_then(|()| std::fs::write(&settings.poster, poster));
+            if let (Ok(()), Some(previews)) = (&written, &processed.previews) {
+                written = std::fs::write(&settings.sheet, &previews.sheet)
+                    .and_then(|()| std::fs::write(&settings.cues, &previews.vtt));
+            }
+            if let Err(error) = written {
                 let error = MediaError::Internal(format!("writing thumbnails: {error}"));
                 say(&Line::Failed { stage: Stage::Thumbnail, error, demoted });
                 return 1;
             }
             let (metadata, report) = (Box::new(processed.metadata), Box::new(processed.report));
-            say(&Line::Done { metadata, report, demoted });
+            let playback = processed.playback.map(Box::new);
+            let previews = processed.previews.is_some();
+            say(&Line::Done { metadata, report, playback, previews, demoted });
             0
         }
         Err((stage, error)) => {
@@ -127,20 +168,23 @@ impl Isolated {
         self.config.lock().map(|c| c.clone()).unwrap_or_else(|poisoned| poisoned.into_inner().clone())
     }
 
-    /// Processes `input` in a child; `scratch` names two files for the thumbnails on their
-    /// way back (removed before returning). `progress` gets what the child reports.
+    /// Processes `input` in a child; `scratch` names four files for the thumbnails (card,
+    /// poster) and the previews (sheet, cues) on their way back (removed before returning);
+    /// the child writes the rendition, if asked for one, to `rendition`'s output. `progress`
+    /// gets what the child reports.
     pub async fn process(
         &self,
         input: &Path,
-        scratch: [PathBuf; 2],
+        scratch: [PathBuf; 4],
+        rendition: Option<RenditionTarget>,
         cancel: &AtomicBool,
         progress: &mut (dyn FnMut(Stage, u8) + Send),
     ) -> Result<Processed, (Stage, MediaError)> {
         let _cleanup = Scratch(&scratch);
-        let [card, poster] = scratch.clone();
+        let [card, poster, sheet, cues] = scratch.clone();
         let config = self.config();
         let stall_limit = config.watchdog + GRACE;
-        let settings = Settings { config, card, poster };
+        let settings = Settings { config, card, poster, sheet, cues, rendition };
         let settings = serde_json::to_string(&settings)
             .map_err(|e| (Stage::Metadata, MediaError::Internal(format!("worker settings: {e}"))))?;
         let mut child = Command::new(&self.program)
@@ -198,13 +242,22 @@ impl Isolated {
         }
         let status = child.wait().await;
         match last_word {
-            Some(Line::Done { metadata, report, demoted }) => {
+            Some(Line::Done { metadata, report, playback, previews, demoted }) => {
                 self.note(demoted);
                 let read = |path: &Path| std::fs::read(path);
                 let thumbnails = read(&scratch[0]).and_then(|card| Ok([card, read(&scratch[1])?])).map_err(|e| {
                     (Stage::Thumbnail, MediaError::Internal(format!("reading the worker's thumbnails: {e}")))
                 })?;
-                Ok(Processed { metadata: *metadata, report: *report, thumbnails })
+                let previews = if previews {
+                    read(&scratch[2])
+                        .and_then(|sheet| Ok(Previews { sheet, vtt: std::fs::read_to_string(&scratch[3])? }))
+                        .map_err(|error| tracing::warn!(%error, "reading the worker's previews"))
+                        .ok()
+                } else {
+                    None
+                };
+                let playback = playback.map(|p| *p);
+                Ok(Processed { metadata: *metadata, report: *report, thumbnails, playback, previews })
             }
             Some(Line::Failed { stage, error, demoted }) => {
                 self.note(demoted);
@@ -218,9 +271,14 @@ impl Isolated {
         }
     }
 
-    fn note(&self, demoted: bool) {
-        if demoted && let Ok(mut config) = self.config.lock() {
-            config.decoder = DecoderMode::Software;
+    fn note(&self, demoted: Demoted) {
+        if let Ok(mut config) = self.config.lock() {
+            if demoted.decoders {
+                config.decoder = Acceleration::Software;
+            }
+            if demoted.encoders {
+                config.encoder = Acceleration::Software;
+            }
         }
     }
 }
@@ -250,8 +308,8 @@ fn signal_name(signal: i32) -> String {
     format!("signal {signal}, {name}")
 }
 
-/// Removes the thumbnail scratch files however processing ends.
-struct Scratch<'a>(&'a [PathBuf; 2]);
+/// Removes the scratch files however processing ends.
+struct Scratch<'a>(&'a [PathBuf; 4]);
 
 impl Drop for Scratch<'_> {
     fn drop(&mut self) {

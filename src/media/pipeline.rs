@@ -16,6 +16,8 @@ use gstreamer_app as gst_app;
 use gstreamer_video as gst_video;
 
 use super::MediaError;
+use super::previews::{self, Frames};
+use super::rendition::{self, Encode};
 use super::sensitivity::{Analyzer, Report};
 
 pub const ANALYSIS_WIDTH: u32 = 160;
@@ -30,15 +32,21 @@ pub struct Pass {
     /// milliseconds would seek to the frame before it.
     pub thumbnail_at: u64,
     pub decoder: Option<String>,
+    /// Frames kept for the scrub previews, if asked for.
+    pub previews: Frames,
 }
 
-pub struct PassOptions {
+pub struct PassOptions<'a> {
     pub duration_ms: Option<u64>,
     /// Clockwise degrees the picture is turned for display (from the metadata).
     pub rotation: u32,
     pub strict: bool,
     /// No frame for this long ends the pass as stalled.
     pub watchdog: Duration,
+    /// The web rendition encoded from the same decode, if one is to be made.
+    pub encode: Option<&'a Encode>,
+    /// Keep a frame every few seconds for the scrub previews.
+    pub previews: bool,
 }
 
 fn launch(description: &str, path: &Path) -> Result<gst::Pipeline, MediaError> {
@@ -59,7 +67,7 @@ fn appsink(pipeline: &gst::Pipeline, name: &str) -> Result<gst_app::AppSink, Med
 }
 
 /// Stops the pipeline whatever happens to the pass.
-struct Running(gst::Pipeline);
+pub(super) struct Running(pub(super) gst::Pipeline);
 
 impl Drop for Running {
     fn drop(&mut self) {
@@ -68,11 +76,21 @@ impl Drop for Running {
 }
 
 /// The first error on the bus, if any, with the element that raised it.
-fn bus_error(bus: &gst::Bus) -> Option<MediaError> {
+pub(super) fn bus_error(bus: &gst::Bus) -> Option<MediaError> {
+    drain_bus(bus, &mut false)
+}
+
+/// Like [`bus_error`], noting in `eos` whether the whole pipeline reached its end meanwhile
+/// (a message popped here is gone for whoever waits for it later).
+fn drain_bus(bus: &gst::Bus, eos: &mut bool) -> Option<MediaError> {
     while let Some(message) = bus.pop() {
-        if let gst::MessageView::Error(error) = message.view() {
-            let source = error.src().map(|s| s.name().to_string()).unwrap_or_default();
-            return Some(MediaError::Decode(format!("{source}: {}", error.error())));
+        match message.view() {
+            gst::MessageView::Error(error) => {
+                let source = error.src().map(|s| s.name().to_string()).unwrap_or_default();
+                return Some(MediaError::Decode(format!("{source}: {}", error.error())));
+            }
+            gst::MessageView::Eos(_) => *eos = true,
+            _ => {}
         }
     }
     None
@@ -99,30 +117,40 @@ fn watch_decoder(pipeline: &gst::Pipeline) -> Arc<Mutex<Option<String>>> {
 /// position in milliseconds; `chose` hears the thumbnail frame as soon as it is known (so the
 /// thumbnail can be made while the pass goes on), unless only the fallback at the end picks it.
 ///
-/// Frames are scaled down before they are turned upright, and only turned when the metadata
-/// says they must be: `videoflip` copies every frame it sees (even with nothing to turn), which
-/// at 1080p cost a third as much as the decode itself. The turn is set before the pipeline
+/// Frames are scaled down and converted before they are turned upright, and only turned when
+/// the metadata says they must be: `videoflip` copies every frame it sees (even with nothing
+/// to turn), which at 1080p cost a third as much as the decode itself, and it takes fewer
+/// formats than decoders give (not 8-bit 4:2:2, say). The turn is set before the pipeline
 /// starts, so caps are negotiated once (a turn learnt mid-stream cannot renegotiate a scaler
 /// upstream of it).
+///
+/// With `options.encode` the decoded frames are also teed to the rendition's encoder, and the
+/// pass ends when the rendition is written too.
 pub fn analyze(
     path: &Path,
-    options: &PassOptions,
+    options: &PassOptions<'_>,
     cancel: &AtomicBool,
     progress: &mut dyn FnMut(u64),
     chose: &mut dyn FnMut(u64),
 ) -> Result<Pass, MediaError> {
     // The scaler sizes the frame as it is coded: a quarter turn makes its height the width.
-    let (turn, side) = match options.rotation {
-        90 => ("videoflip video-direction=90r ! ", "height"),
-        180 => ("videoflip video-direction=180 ! ", "width"),
-        270 => ("videoflip video-direction=90l ! ", "height"),
-        _ => ("", "width"),
-    };
-    let description = format!(
-        "filesrc name=src ! decodebin name=dec ! videoscale ! video/x-raw,{side}={ANALYSIS_WIDTH},pixel-aspect-ratio=1/1 \
-         ! {turn}videoconvert ! video/x-raw,format=RGB ! appsink name=sink sync=false max-buffers=4"
+    let side = if options.rotation % 180 == 90 { "height" } else { "width" };
+    let turn = rendition::turn(options.rotation);
+    let analysis = format!(
+        "videoscale ! video/x-raw,{side}={ANALYSIS_WIDTH},pixel-aspect-ratio=1/1 \
+         ! videoconvert ! video/x-raw,format=RGB ! {turn}appsink name=sink sync=false max-buffers=4"
     );
+    let description = match options.encode {
+        None => format!("filesrc name=src ! decodebin name=dec ! {analysis}"),
+        Some(encode) => format!(
+            "filesrc name=src ! decodebin name=dec dec. ! video/x-raw ! tee name=vt vt. ! queue ! {analysis}{}",
+            encode.branch()
+        ),
+    };
     let pipeline = launch(&description, path)?;
+    if let Some(encode) = options.encode {
+        rendition::set_outputs(&pipeline, &encode.output, &encode.scratch)?;
+    }
     let decoder = watch_decoder(&pipeline);
     let sink = appsink(&pipeline, "sink")?;
     let bus = pipeline.bus().ok_or_else(|| MediaError::Internal("no bus".into()))?;
@@ -137,11 +165,16 @@ pub fn analyze(
     let mut chosen: Option<u64> = None;
     let mut fallback: Option<(f64, u64)> = None;
     let mut last_frame = Instant::now();
+    let mut ended = false;
+    let mut frames_seen = 0u64;
+    let mut kept = Frames::new();
+    let preview_every = previews::interval_ms(options.duration_ms);
+    let mut next_preview = 0u64;
     loop {
         if cancel.load(Ordering::Relaxed) {
             return Err(MediaError::Cancelled);
         }
-        if let Some(error) = bus_error(&bus) {
+        if let Some(error) = drain_bus(&bus, &mut ended) {
             return Err(error);
         }
         let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_mseconds(100)) else {
@@ -154,6 +187,14 @@ pub fn analyze(
             continue;
         };
         last_frame = Instant::now();
+        frames_seen += 1;
+        // A rendition that outgrows its room stops the pass (checked every 64 frames: a stat).
+        if let Some(encode) = options.encode
+            && frames_seen.is_multiple_of(64)
+            && let Some(error) = encode.written().outgrown()
+        {
+            return Err(error);
+        }
         let (Some(buffer), Some(caps)) = (sample.buffer(), sample.caps()) else { continue };
         let info = gst_video::VideoInfo::from_caps(caps).map_err(|e| MediaError::Internal(format!("caps: {e}")))?;
         let pts = buffer.pts().map_or(0, |t| t.nseconds());
@@ -161,6 +202,12 @@ pub fn analyze(
         let map = buffer.map_readable().map_err(|_| MediaError::Internal("unreadable buffer".into()))?;
         let stride = info.stride()[0] as usize;
         analyzer.frame(map.as_slice(), info.width(), info.height(), stride, at_ms);
+        if options.previews && at_ms >= next_preview && (kept.frames.len() as u64) < previews::MAX_FRAMES {
+            kept.keep(at_ms, map.as_slice(), info.width(), info.height(), stride);
+            while next_preview <= at_ms {
+                next_preview += preview_every;
+            }
+        }
         let (mean, deviation) = luma_stats(map.as_slice(), info.width(), info.height(), stride);
         let usable = mean >= NEAR_BLACK && deviation >= FLAT;
         if chosen.is_none() && usable && at_ms >= target_ms {
@@ -176,9 +223,16 @@ pub fn analyze(
     if report.metrics.frames == 0 {
         return Err(MediaError::NotVideo("no video frame could be decoded".into()));
     }
+    if let Some(encode) = options.encode
+        && !ended
+    {
+        // The analysis has seen every frame; the encoder and the muxer finish the file.
+        let written = encode.written();
+        rendition::finish(&running.0, &bus, &written, options.duration_ms, options.watchdog, cancel, &mut |_| {})?;
+    }
     let thumbnail_at = chosen.or(fallback.map(|(_, at)| at)).unwrap_or(0);
     let decoder = decoder.lock().ok().and_then(|d| d.clone());
-    Ok(Pass { report, thumbnail_at, decoder })
+    Ok(Pass { report, thumbnail_at, decoder, previews: kept })
 }
 
 /// Mean and standard deviation of gamma-encoded luma, 0..1.
@@ -209,7 +263,7 @@ pub fn snapshot(path: &Path, at: u64, widths: &[u32], timeout: Duration) -> Resu
         .map(|(i, w)| format!(" t. ! queue ! videoscale ! video/x-raw,width={w},pixel-aspect-ratio=1/1 ! jpegenc quality=85 ! appsink name=jpeg{i} sync=false"))
         .collect();
     let description = format!(
-        "filesrc name=src ! decodebin name=dec ! videoflip video-direction=auto ! videoconvert ! tee name=t{branches}"
+        "filesrc name=src ! decodebin name=dec ! videoconvert ! videoflip video-direction=auto ! videoconvert ! tee name=t{branches}"
     );
     let pipeline = launch(&description, path)?;
     let bus = pipeline.bus().ok_or_else(|| MediaError::Internal("no bus".into()))?;

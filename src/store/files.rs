@@ -1,5 +1,5 @@
-//! Where video files live: `videos/<id>/original.<ext>` beside the database, and `tmp/` for
-//! uploads in flight. Paths are built from record ids only, never from request input.
+//! Where video files live: `videos/<id>/original.<ext>` beside the database with its
+//! thumbnails and web rendition, and `tmp/` for uploads and renditions in flight. Paths are built from record ids only, never from request input.
 
 use std::fs;
 use std::io;
@@ -32,7 +32,21 @@ impl VideoFiles {
         self.dir(id).join(format!("thumbnail-{size}.jpg"))
     }
 
-    /// A fresh path for an upload in flight.
+    /// The web rendition, when the original does not play in browsers as it is.
+    pub fn rendition(&self, id: &str) -> PathBuf {
+        self.dir(id).join("web.mp4")
+    }
+
+    /// The scrub previews: the sheet of frames and its WebVTT cues.
+    pub fn preview_sheet(&self, id: &str) -> PathBuf {
+        self.dir(id).join("previews.jpg")
+    }
+
+    pub fn preview_cues(&self, id: &str) -> PathBuf {
+        self.dir(id).join("previews.vtt")
+    }
+
+    /// A fresh path for an upload or a rendition in flight.
     pub fn temp_path(&self) -> PathBuf {
         self.temp.join(format!("{}.part", super::new_id()))
     }

@@ -239,6 +239,34 @@ impl Store {
         Ok(requeued)
     }
 
+    /// Processed videos whose web rendition is missing (a disk tidied by hand, a restore
+    /// without it) are queued to be processed again, so that what the record says plays is
+    /// there. Returns how many.
+    pub fn requeue_missing_renditions(&self) -> Result<usize, StoreError> {
+        self.writable()?;
+        let mut waiting = std::collections::HashSet::new();
+        for entry in self.jobs.iter() {
+            waiting.insert(decode::<Job>(&entry?.1)?.video_id);
+        }
+        let mut requeued = 0;
+        for entry in self.videos.iter() {
+            let mut video: Video = decode(&entry?.1)?;
+            let wants_file = video.playback.as_ref().is_some_and(|p| p.has_file());
+            if video.status != VideoStatus::Processed
+                || !wants_file
+                || waiting.contains(&video.id)
+                || self.files.rendition(&video.id).exists()
+            {
+                continue;
+            }
+            video.status = VideoStatus::Queued;
+            video.updated_at = now_ms();
+            self.insert_video_with_job(&video)?;
+            requeued += 1;
+        }
+        Ok(requeued)
+    }
+
     /// Schema 1 kept failed jobs in the queue: they move to `failed_jobs`.
     pub(super) fn move_failed_jobs_out_of_the_queue(&self) -> Result<(), StoreError> {
         for entry in self.jobs.iter() {

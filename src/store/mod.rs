@@ -427,6 +427,8 @@ mod tests {
             metadata: None,
             sensitivity: None,
             has_thumbnail: true,
+            has_previews: false,
+            playback: None,
             progress: None,
             error: None,
         };

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::auth::Role;
+use crate::media::Playback;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Organization {
@@ -64,6 +65,12 @@ pub struct Video {
     pub sensitivity: Option<Value>,
     #[serde(default)]
     pub has_thumbnail: bool,
+    /// Scrub previews were made (`previews.jpg` and `previews.vtt`).
+    #[serde(default)]
+    pub has_previews: bool,
+    /// What the player gets (set by processing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub playback: Option<Playback>,
     /// Where processing is, as last announced (`None` when not processing).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<Progress>,

@@ -136,6 +136,8 @@ pub(super) mod tests {
             metadata: None,
             sensitivity: None,
             has_thumbnail: false,
+            has_previews: false,
+            playback: None,
             progress: None,
             error: None,
         }

@@ -18,12 +18,45 @@ pub struct Spec {
     pub frames: u64,
 }
 
-/// Writes an H.264 MP4 to `path`.
+/// How a fixture is encoded: the video encoder (after I420 frames), the muxer (named `mux`
+/// in the description), and the audio encoder of a tone as long as the video, if any.
+pub struct Encoding<'a> {
+    pub video: &'a str,
+    pub mux: &'a str,
+    pub audio: Option<&'a str>,
+    /// The frames' format before the encoder.
+    pub format: &'a str,
+}
+
+/// H.264 (Constrained Baseline, what openh264 makes) in an MP4 with its index first: what
+/// browsers play as it is.
+pub const WEB_MP4: Encoding<'static> = Encoding {
+    video: "openh264enc bitrate=4000000 gop-size=30 complexity=high ! h264parse",
+    mux: "mp4mux name=mux faststart=true",
+    audio: None,
+    format: "I420",
+};
+
+/// Writes a web-ready H.264 MP4 to `path`.
 pub fn make_video(path: &Path, spec: &Spec, paint: &Painter) {
+    make_encoded(path, spec, paint, &WEB_MP4);
+}
+
+/// Writes a video encoded and muxed as `encoding` says.
+pub fn make_encoded(path: &Path, spec: &Spec, paint: &Painter, encoding: &Encoding<'_>) {
     gst::init().unwrap();
-    let description = "appsrc name=src format=time ! videoconvert ! video/x-raw,format=I420 \
-         ! openh264enc bitrate=4000000 gop-size=30 complexity=high ! h264parse ! mp4mux ! filesink name=out";
-    let pipeline = gst::parse::launch(description).unwrap().downcast::<gst::Pipeline>().unwrap();
+    let Encoding { video, mux, audio, format } = encoding;
+    let mut description = format!(
+        "appsrc name=src format=time ! videoconvert ! video/x-raw,format={format} ! {video} ! {mux} ! filesink name=out"
+    );
+    if let Some(audio) = audio {
+        // 1024 samples per buffer at 48 kHz, as many buffers as cover the video.
+        let buffers = (spec.frames * 48_000).div_ceil(spec.fps as u64 * 1024);
+        description.push_str(&format!(
+            " audiotestsrc num-buffers={buffers} samplesperbuffer=1024 ! audio/x-raw,rate=48000,channels=2 ! audioconvert ! {audio} ! queue ! mux."
+        ));
+    }
+    let pipeline = gst::parse::launch(&description).unwrap().downcast::<gst::Pipeline>().unwrap();
     pipeline.by_name("out").unwrap().set_property("location", path.to_str().unwrap());
     let src = pipeline.by_name("src").unwrap().downcast::<gst_app::AppSrc>().unwrap();
     let caps = gst::Caps::builder("video/x-raw")
@@ -63,6 +96,11 @@ pub fn make_video(path: &Path, spec: &Spec, paint: &Painter) {
 /// header's transformation matrix is set afterwards, where players and demuxers read it.)
 pub fn make_rotated_video(path: &Path, spec: &Spec, paint: &Painter) {
     make_video(path, spec, paint);
+    rotate_90(path);
+}
+
+/// Sets the first track's matrix of an MP4 to a quarter turn clockwise.
+pub fn rotate_90(path: &Path) {
     let mut mp4 = std::fs::read(path).unwrap();
     let tkhd = mp4.windows(4).position(|w| w == b"tkhd").expect("a track header") - 4;
     // Box header (8), version and flags (4), then times and ids: 20 bytes in version 0, 32 in

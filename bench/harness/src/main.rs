@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use scenarios::{durability, footprint, media, realtime, soak, streaming};
+use scenarios::{durability, footprint, media, realtime, rendition, soak, streaming};
 use server::{Paths, Peer};
 
 // Below Linux's ephemeral range (32768 and up), so none of the load generator's own outgoing
@@ -40,7 +40,7 @@ struct Args {
     #[arg(long)]
     smoke: bool,
     /// Scenario groups to run (default: all).
-    #[arg(long, value_delimiter = ',', value_parser = ["realtime", "media", "streaming", "footprint", "durability"])]
+    #[arg(long, value_delimiter = ',', value_parser = ["realtime", "media", "rendition", "streaming", "footprint", "durability"])]
     only: Vec<String>,
     /// Where the report goes; BENCHMARKS.md keeps whatever lies outside its generated part.
     #[arg(long, default_value = "BENCHMARKS.md")]
@@ -139,6 +139,10 @@ async fn main() -> anyhow::Result<()> {
     if wants("media") {
         let seconds = if args.smoke { 1 } else { 10 };
         tables.extend(media::run(&paths, seconds, repetitions).await?);
+    }
+    if wants("rendition") {
+        let lengths: &[u32] = if args.smoke { &[1] } else { &[10, 30] };
+        tables.extend(rendition::run(&paths, lengths, repetitions).await?);
     }
     if wants("streaming") {
         let size = if args.smoke { 16 << 20 } else { 1 << 30 };

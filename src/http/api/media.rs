@@ -1,6 +1,8 @@
-//! Media bytes: `GET|HEAD /api/videos/{id}/stream` with HTTP range requests, and the
-//! thumbnail. Authorized by a Bearer access token or by the signed `?token=` of the video's
-//! URLs (a `<video>` element cannot set headers). Files are streamed from disk.
+//! Media bytes: `GET|HEAD /api/videos/{id}/stream` (what the player plays: the web rendition
+//! where there is one, else the original) with HTTP range requests, `/original` (the upload
+//! as it came, as a download), and the thumbnail. Authorized by a Bearer access token or by
+//! the signed `?token=` of the video's URLs (a `<video>` element cannot set headers). Files
+//! are streamed from disk.
 
 use std::path::Path;
 use std::time::UNIX_EPOCH;
@@ -19,8 +21,24 @@ impl Api {
     pub(super) async fn stream(&self, id: &str, request: Request<Incoming>) -> Result<Response<Body>, ApiError> {
         let org = self.media_org(id, &request)?;
         let video = self.store.video(&org, id)?.ok_or_else(|| ApiError::not_found("video"))?;
+        let files = self.store.files();
+        if video.playback.as_ref().is_some_and(|p| p.has_file()) {
+            let rendition = files.rendition(&video.id);
+            // Missing only until the next start rebuilds it: the original meanwhile.
+            if rendition.exists() {
+                return serve_file(&request, &rendition, "video/mp4").await;
+            }
+        }
+        serve_file(&request, &files.original(&video.id, &video.ext), &video.content_type).await
+    }
+
+    pub(super) async fn original(&self, id: &str, request: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+        let org = self.media_org(id, &request)?;
+        let video = self.store.video(&org, id)?.ok_or_else(|| ApiError::not_found("video"))?;
         let path = self.store.files().original(&video.id, &video.ext);
-        serve_file(&request, &path, &video.content_type).await
+        let mut response = serve_file(&request, &path, &video.content_type).await?;
+        response.headers_mut().insert(header::CONTENT_DISPOSITION, attachment(&video.filename, &video.ext));
+        Ok(response)
     }
 
     pub(super) async fn thumbnail(&self, id: &str, request: Request<Incoming>) -> Result<Response<Body>, ApiError> {
@@ -28,12 +46,26 @@ impl Api {
         let video =
             self.store.video(&org, id)?.filter(|v| v.has_thumbnail).ok_or_else(|| ApiError::not_found("thumbnail"))?;
         let params = query_params(&request);
-        let size = match params.iter().find(|(key, _)| key == "size").map(|(_, v)| v.as_str()) {
-            None | Some("card") => "card",
-            Some("poster") => "poster",
-            Some(other) => return Err(ApiError::bad_request(format!("size is card or poster, not {other:?}"))),
+        let files = self.store.files();
+        let path = match params.iter().find(|(key, _)| key == "size").map(|(_, v)| v.as_str()) {
+            None | Some("card") => files.thumbnail(&video.id, "card"),
+            Some("poster") => files.thumbnail(&video.id, "poster"),
+            // The scrub previews' sheet of frames.
+            Some("previews") if video.has_previews => files.preview_sheet(&video.id),
+            Some("previews") => return Err(ApiError::not_found("previews")),
+            Some(other) => {
+                return Err(ApiError::bad_request(format!("size is card, poster or previews, not {other:?}")));
+            }
         };
-        serve_file(&request, &self.store.files().thumbnail(&video.id, size), "image/jpeg").await
+        serve_file(&request, &path, "image/jpeg").await
+    }
+
+    /// The scrub previews' WebVTT cues.
+    pub(super) async fn previews(&self, id: &str, request: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+        let org = self.media_org(id, &request)?;
+        let video =
+            self.store.video(&org, id)?.filter(|v| v.has_previews).ok_or_else(|| ApiError::not_found("previews"))?;
+        serve_file(&request, &self.store.files().preview_cues(&video.id), "text/vtt; charset=utf-8").await
     }
 
     /// The organization whose video `id` the request may read.
@@ -122,6 +154,43 @@ async fn serve_file(request: &Request<Incoming>, path: &Path, content_type: &str
     }
     let stream = read_ahead::stream(file.into_std().await, start, length).map_ok(Frame::data);
     Ok(respond(status, headers, StreamBody::new(stream).boxed()))
+}
+
+/// `attachment` with the uploader's file name made safe: an ASCII `filename` for old clients
+/// (anything else becomes `_`) and the cleaned name itself as RFC 8187 `filename*`. No path,
+/// quote, control or bidi character survives either.
+fn attachment(filename: &str, ext: &str) -> HeaderValue {
+    let cleaned: String =
+        crate::text::without_bidi_controls(filename)
+            .chars()
+            .map(|c| {
+                if c.is_control() || matches!(c, '/' | '\\' | '"' | ':' | '*' | '?' | '<' | '>' | '|') {
+                    '_'
+                } else {
+                    c
+                }
+            })
+            .collect();
+    let cleaned = cleaned.trim().trim_start_matches('.');
+    // Always the stored file's own extension at the end, whatever a long name lost to the cap.
+    let suffix = format!(".{ext}");
+    let stem = cleaned.strip_suffix(suffix.as_str()).unwrap_or(cleaned);
+    let stem: String = stem.chars().take(200).collect();
+    let name = if stem.trim().is_empty() { format!("video{suffix}") } else { format!("{stem}{suffix}") };
+    let ascii: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, ' ' | '.' | '-' | '_' | '(' | ')') { c } else { '_' })
+        .collect();
+    let mut encoded = String::with_capacity(name.len() * 3);
+    for byte in name.bytes() {
+        if byte.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&byte) {
+            encoded.push(byte as char);
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    HeaderValue::from_str(&format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}"))
+        .unwrap_or(HeaderValue::from_static("attachment"))
 }
 
 fn respond(status: StatusCode, headers: HeaderMap, body: Body) -> Response<Body> {

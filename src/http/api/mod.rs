@@ -98,7 +98,9 @@ enum Route {
     Videos,
     Video,
     Stream,
+    Original,
     Thumbnail,
+    Previews,
     Device,
     Identify,
 }
@@ -132,7 +134,9 @@ impl Api {
             ("/api/videos", Route::Videos),
             ("/api/videos/{id}", Route::Video),
             ("/api/videos/{id}/stream", Route::Stream),
+            ("/api/videos/{id}/original", Route::Original),
             ("/api/videos/{id}/thumbnail", Route::Thumbnail),
+            ("/api/videos/{id}/previews.vtt", Route::Previews),
             ("/api/device", Route::Device),
             ("/api/device/identify", Route::Identify),
         ] {
@@ -205,9 +209,11 @@ impl Api {
             (Route::Refresh, &Method::POST) => self.refresh(request).await,
             (Route::Logout, &Method::POST) => self.logout(request).await,
             (Route::Stream, &Method::GET | &Method::HEAD) => self.stream(&id, request).await,
+            (Route::Original, &Method::GET | &Method::HEAD) => self.original(&id, request).await,
             (Route::Thumbnail, &Method::GET | &Method::HEAD) => self.thumbnail(&id, request).await,
+            (Route::Previews, &Method::GET | &Method::HEAD) => self.previews(&id, request).await,
             (Route::Setup | Route::Login | Route::Refresh | Route::Logout, _)
-            | (Route::Stream | Route::Thumbnail, _) => Err(method_not_allowed()),
+            | (Route::Stream | Route::Original | Route::Thumbnail | Route::Previews, _) => Err(method_not_allowed()),
             (route, method) => {
                 let caller = self.caller(&request)?;
                 match (route, method) {

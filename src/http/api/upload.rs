@@ -169,6 +169,8 @@ impl Api {
             metadata: None,
             sensitivity: None,
             has_thumbnail: false,
+            has_previews: false,
+            playback: None,
             progress: None,
             error: None,
         };

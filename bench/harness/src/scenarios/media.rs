@@ -72,7 +72,7 @@ fn command(paths: &Paths, variant: &str, file: &Path, work: &Path) -> Command {
 }
 
 /// Runs `command` to completion; its wall time and the CPU time it and its children used.
-async fn timed(mut command: Command) -> anyhow::Result<(Duration, Duration)> {
+pub(crate) async fn timed(mut command: Command) -> anyhow::Result<(Duration, Duration)> {
     command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
     let cpu_before = children_cpu();
     let started = Instant::now();
@@ -98,11 +98,35 @@ fn children_cpu() -> Duration {
 }
 
 pub(crate) async fn make_video(file: &Path, width: u32, height: u32, seconds: u32) -> anyhow::Result<()> {
+    make_video_muxed(file, width, height, seconds, true).await
+}
+
+/// Like [`make_video`]; `faststart` false leaves the index at the end (mp4mux's default).
+pub(crate) async fn make_video_muxed(
+    file: &Path,
+    width: u32,
+    height: u32,
+    seconds: u32,
+    faststart: bool,
+) -> anyhow::Result<()> {
     let caps = format!("video/x-raw,format=I420,width={width},height={height},framerate=30/1");
     let status = Command::new("gst-launch-1.0")
         .args(["-q", "videotestsrc", "pattern=smpte", "horizontal-speed=6"])
         .arg(format!("num-buffers={}", seconds * 30))
-        .args(["!", &caps, "!", "openh264enc", "bitrate=6000000", "!", "h264parse", "!", "mp4mux", "!", "filesink"])
+        .args([
+            "!",
+            &caps,
+            "!",
+            "openh264enc",
+            "bitrate=6000000",
+            "!",
+            "h264parse",
+            "!",
+            "mp4mux",
+            if faststart { "faststart=true" } else { "faststart=false" },
+            "!",
+            "filesink",
+        ])
         .arg(format!("location={}", file.display()))
         .status()
         .await

@@ -4,5 +4,6 @@ pub mod durability;
 pub mod footprint;
 pub mod media;
 pub mod realtime;
+pub mod rendition;
 pub mod soak;
 pub mod streaming;

@@ -319,24 +319,13 @@ async fn an_hevc_upload_plays_as_a_transcoded_rendition_and_its_original_downloa
     assert!(!disposition.contains('\u{202e}') && !disposition.contains("%E2%80%AE"), "{disposition}");
     assert!(disposition.contains("filename*=UTF-8''Strand%20_Sommer_%20"), "{disposition}");
     // With a bearer token too; another organization sees nothing, not even with its own.
-    let mine = request(
-        tally.addr,
-        Method::GET,
-        &format!("/api/videos/{id}/original"),
-        b"",
-        &[("authorization", &format!("Bearer {editor}"))],
-    )
-    .await;
-    assert_eq!(mine.status, 200);
-    let theirs = request(
-        tally.addr,
-        Method::GET,
-        &format!("/api/videos/{id}/original"),
-        b"",
-        &[("authorization", &format!("Bearer {outsider}"))],
-    )
-    .await;
-    assert_eq!(theirs.status, 404);
+    let original_as = async |token: &str| {
+        let bearer = format!("Bearer {token}");
+        let path = format!("/api/videos/{id}/original");
+        request(tally.addr, Method::GET, &path, b"", &[("authorization", &bearer)]).await.status
+    };
+    assert_eq!(original_as(&editor).await, 200);
+    assert_eq!(original_as(&outsider).await, 404);
     let moved = url.replace(&id, "01JNOTAVIDEO00000000000000");
     assert_eq!(get(tally.addr, &moved).await.status, 404, "a signed URL serves its own video only");
 

@@ -66,20 +66,22 @@ fn probe(path: &Path) -> tally::media::Metadata {
     Media::new(MediaConfig::default()).unwrap().probe(path).unwrap()
 }
 
+/// `path` read through `middle` into an appsink.
+fn reading(path: &Path, middle: &str) -> (gst::Pipeline, gstreamer_app::AppSink) {
+    gst::init().unwrap();
+    let description = format!("filesrc name=src ! {middle} ! appsink name=sink sync=false");
+    let pipeline = gst::parse::launch(&description).unwrap().downcast::<gst::Pipeline>().unwrap();
+    pipeline.by_name("src").unwrap().set_property("location", path.to_str().unwrap());
+    let sink = pipeline.by_name("sink").unwrap().downcast::<gstreamer_app::AppSink>().unwrap();
+    (pipeline, sink)
+}
+
 /// The H.264 elementary stream of a file, as one hash per access unit (through the same
 /// parser for every container, so only the samples themselves are compared).
 fn h264_samples(path: &Path) -> Vec<u64> {
     use std::hash::{Hash, Hasher};
-    gst::init().unwrap();
-    let pipeline = gst::parse::launch(
-        "filesrc name=src ! parsebin ! video/x-h264 ! h264parse ! video/x-h264,stream-format=byte-stream,alignment=au \
-         ! appsink name=sink sync=false",
-    )
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
-    pipeline.by_name("src").unwrap().set_property("location", path.to_str().unwrap());
-    let sink = pipeline.by_name("sink").unwrap().downcast::<gstreamer_app::AppSink>().unwrap();
+    let (pipeline, sink) =
+        reading(path, "parsebin ! video/x-h264 ! h264parse ! video/x-h264,stream-format=byte-stream,alignment=au");
     pipeline.set_state(gst::State::Playing).unwrap();
     let mut hashes = Vec::new();
     while let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_seconds(10)) {
@@ -95,15 +97,8 @@ fn h264_samples(path: &Path) -> Vec<u64> {
 
 /// Mean luma of the left and right halves of the frame shown at `at_ms`, upright.
 fn halves_at(path: &Path, at_ms: u64) -> (u32, u32, f64, f64) {
-    let pipeline = gst::parse::launch(
-        "filesrc name=src ! decodebin ! videoflip video-direction=auto ! videoconvert ! video/x-raw,format=GRAY8 \
-         ! appsink name=sink sync=false",
-    )
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
-    pipeline.by_name("src").unwrap().set_property("location", path.to_str().unwrap());
-    let sink = pipeline.by_name("sink").unwrap().downcast::<gstreamer_app::AppSink>().unwrap();
+    let (pipeline, sink) =
+        reading(path, "decodebin ! videoflip video-direction=auto ! videoconvert ! video/x-raw,format=GRAY8");
     pipeline.set_state(gst::State::Paused).unwrap();
     let _ = pipeline.state(gst::ClockTime::from_seconds(10));
     pipeline
@@ -384,4 +379,17 @@ fn a_remux_that_cannot_be_made_is_transcoded_instead() {
     assert_eq!((web.format.video, web.format.container), (VideoCodec::H264, Container::Mp4));
     assert_eq!(index_first(&rendition).unwrap(), Some(true));
     assert!(web.duration_ms.unwrap().abs_diff(2000) <= 34, "{web:?}");
+}
+
+#[test]
+fn a_1080p_video_is_transcoded_from_the_same_decode_without_stalling() {
+    // Full-size frames fill the tee's queues in a few frames, long before an encoder's first
+    // output: the size phones record at, not just the small clips above.
+    let dir = tempfile::tempdir().unwrap();
+    let path = make(dir.path(), "full-hd.mp4", &Spec { width: 1920, height: 1080, fps: 30, frames: 30 }, &HEVC_MP4);
+    let (processed, rendition, _) = process(&path, dir.path());
+    assert_eq!(processed.playback.unwrap().kind, PlaybackKind::Transcoded);
+    let web = probe(&rendition);
+    assert_eq!((web.format.video, web.width, web.height), (VideoCodec::H264, 1920, 1080));
+    assert_eq!(processed.report.metrics.frames, 30);
 }

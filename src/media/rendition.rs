@@ -350,6 +350,11 @@ fn encoder_description(name: &str, frame: &Frame, fps: Option<f64>) -> String {
 impl Encode {
     /// The branches that hang off the pass: `vt.` is the tee after the video decoder, `dec.`
     /// the decodebin (for the audio). Frames are scaled and converted before they are turned.
+    ///
+    /// The file sink does not take part in prerolling (`async=false`): an encoder holds a
+    /// dozen frames before its first output, while the analysis sink holds the first frame and
+    /// its queue fills (at 1080p its 10 MB are three frames), so waiting for both sinks to
+    /// preroll would wait for good.
     pub fn branch(&self) -> String {
         // Coded orientation: a quarter turn makes the encoded width the coded height.
         let (width, height) = if self.rotation % 180 == 90 {
@@ -363,7 +368,7 @@ impl Encode {
         let mut description = format!(
             " vt. ! queue max-size-buffers=8 max-size-bytes=0 max-size-time=0 ! {deinterlace}videoscale add-borders=false \
              ! video/x-raw,width={width},height={height},pixel-aspect-ratio=1/1 ! videoconvert ! video/x-raw,format=I420 \
-             ! {turn}{encoder} ! h264parse ! queue ! mp4mux name=mux faststart=true ! filesink name=out"
+             ! {turn}{encoder} ! h264parse ! queue ! mp4mux name=mux faststart=true ! filesink name=out async=false"
         );
         if let Some(aac) = self.audio {
             // The audio waits in a long queue while the encoder's lookahead holds video back.

@@ -4,6 +4,7 @@
 import { readFileSync } from "node:fs";
 import { basename } from "node:path";
 import { chromium } from "playwright-core";
+import { playAndSeek } from "./player.mjs";
 
 const config = JSON.parse(process.argv[2]);
 const browser = await chromium.launch({
@@ -35,26 +36,6 @@ async function logIn(page, email) {
   await page.click("#login-form button[type=submit]");
   await page.waitForSelector("#library-view:not([hidden])");
   await page.waitForSelector("#connection.connected");
-}
-
-/** Plays the loaded video muted until time advances, then seeks; returns what happened. */
-async function playAndSeek(page, to) {
-  return page.$eval(
-    "#player-video",
-    async (video, to) => {
-      video.muted = true;
-      await video.play();
-      const start = performance.now();
-      while (video.currentTime < 0.3 && performance.now() - start < 10000) await new Promise((r) => setTimeout(r, 50));
-      const played = video.currentTime;
-      video.pause();
-      const seeked = new Promise((resolve) => video.addEventListener("seeked", resolve, { once: true }));
-      video.currentTime = to;
-      await seeked;
-      return { played, seekedTo: video.currentTime };
-    },
-    to,
-  );
 }
 
 /** Drops files on the library as a desktop's file manager would. */

@@ -3,6 +3,7 @@
 // original as a download. One JSON argument: {url, password, editor, hevc}. Prints a JSON
 // report as its last line.
 import { chromium } from "playwright-core";
+import { playAndSeek } from "./player.mjs";
 
 const config = JSON.parse(process.argv[2]);
 const browser = await chromium.launch({
@@ -41,18 +42,7 @@ try {
       video.src = a.href;
     }),
   );
-  report.playback = await page.$eval("#player-video", async (video) => {
-    video.muted = true;
-    await video.play();
-    const start = performance.now();
-    while (video.currentTime < 0.3 && performance.now() - start < 10000) await new Promise((r) => setTimeout(r, 50));
-    const played = video.currentTime;
-    video.pause();
-    const seeked = new Promise((resolve) => video.addEventListener("seeked", resolve, { once: true }));
-    video.currentTime = 2;
-    await seeked;
-    return { played, seekedTo: video.currentTime, videoWidth: video.videoWidth, src: video.currentSrc };
-  });
+  report.playback = await playAndSeek(page, 2);
   report.details = await page.textContent("#player-details");
   // Hovering the seek bar shows the frame under the pointer, from the previews' sheet.
   await page.waitForSelector("#player-scrub:not([hidden])");

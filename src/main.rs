@@ -127,6 +127,7 @@ fn process(config: &Config, file: &std::path::Path, out: Option<&std::path::Path
                 output: out.join("web.mp4"),
                 scratch: out.join("web.mp4.mux"),
                 budget,
+                reserve: 0,
             })
         }
         None => None,

@@ -346,6 +346,58 @@ async fn a_media_worker_dies_with_the_service() {
 }
 
 #[tokio::test]
+async fn a_media_worker_killed_while_it_makes_the_rendition_leaves_the_original_playing() {
+    // What the kernel's OOM killer does to a worker an encoder made too big, and what a
+    // crashing encoder or muxer does to itself: the same again would end the same way on every
+    // retry, so the video is processed without a rendition and says why.
+    use common::fixtures::{Encoding, make_encoded};
+    let dir = tempfile::tempdir().unwrap();
+    add_user(dir.path(), "Acme", "editor@acme.test", "editor").await;
+    let tally = Tally::start(dir.path(), &[]).await;
+    let token = tally.token("editor@acme.test").await;
+    let path = dir.path().join("phone.mp4");
+    let encoding = Encoding {
+        video: "x265enc speed-preset=ultrafast key-int-max=30 ! h265parse",
+        mux: "mp4mux name=mux faststart=true",
+        audio: None,
+        format: "I420",
+    };
+    let paint: Box<Painter> = Box::new(|i, data: &mut [u8]| fill(data, [(i * 3) as u8, 90, 160]));
+    make_encoded(&path, &Spec { width: 320, height: 180, fps: 30, frames: 30 * 20 }, paint.as_ref(), &encoding);
+    let mut ws = tally.socket(&token).await;
+    let uploaded = tally.upload(&token, None, "phone.mp4", &std::fs::read(&path).unwrap()).await;
+    assert_eq!(uploaded.status, 201, "{}", uploaded.body);
+    let id = uploaded.json()["id"].as_str().unwrap().to_owned();
+    loop {
+        let text = next_text(&mut ws).await;
+        if text.contains("video:progress") && text.contains("\"rendition\"") && !text.contains("\"progress\":0") {
+            break;
+        }
+    }
+    let workers = children(tally.pid());
+    assert_eq!(workers.len(), 1, "one media worker: {workers:?}");
+    let killed = std::process::Command::new("kill").args(["-KILL", &workers[0].to_string()]).status().unwrap();
+    assert!(killed.success());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let video = loop {
+        let video = tally.call(Method::GET, &format!("/api/videos/{id}"), &token, None).await.json();
+        if video["status"] == "processed" || video["status"] == "failed" {
+            break video;
+        }
+        assert!(Instant::now() < deadline, "never processed: {video}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(video["status"], "processed", "{video:#}");
+    assert_eq!(video["playback"]["kind"], "original", "{video:#}");
+    let problem = video["playback"]["problem"].as_str().unwrap_or_default();
+    assert!(problem.contains("stopped the media worker") && problem.contains("SIGKILL"), "{problem}");
+    assert_eq!(video["sensitivity"]["verdict"], "safe", "the analysis ran in full: {video:#}");
+    assert!(video["previewsUrl"].is_string() && video["thumbnailUrl"].is_string(), "{video:#}");
+    assert!(!dir.path().join("videos").join(&id).join("web.mp4").exists());
+    assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0, "nothing half-written is left");
+}
+
+#[tokio::test]
 async fn a_rendition_that_does_not_fit_leaves_the_original_playing_with_the_reason() {
     use common::fixtures::{Encoding, make_encoded};
     let Some((disk, tally)) = tally_on_small_disk("editor@acme.test", "editor", &[]).await else { return };

@@ -4,6 +4,8 @@
 mod common;
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::fixtures::{Painter, Spec, fill, make_video};
@@ -129,22 +131,7 @@ fn numbers_as_f64(value: &Value) -> Value {
 }
 
 async fn wait_for_status(tally: &Tally, token: &str, id: &str, status: &str) -> Value {
-    for _ in 0..600 {
-        let record = tally.call(Method::GET, &format!("/api/videos/{id}"), token, None).await.json();
-        if record["status"] == status {
-            return record;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("video {id} never became {status}");
-}
-
-async fn socket(tally: &Tally, token: &str) -> Ws {
-    let mut ws = ws_connect(tally.addr, "/socket.io/?EIO=4&transport=websocket").await.unwrap();
-    next_text(&mut ws).await;
-    send_text(&mut ws, &format!(r#"40{{"token":"{token}"}}"#)).await;
-    assert!(next_text(&mut ws).await.starts_with("40{"));
-    ws
+    wait_for(tally, token, id, |record| record["status"] == status).await
 }
 
 /// Waits for the first `video:progress` of the analysis pass.
@@ -162,7 +149,7 @@ async fn long_job_under_way() -> (tempfile::TempDir, Tally, Ws, String) {
     let (dir, tally) = acme_and_globex().await;
     let editor = tally.token("editor@acme.test").await;
     let bytes = clip(dir.path(), "long.mp4", 320, 40);
-    let mut ws = socket(&tally, &editor).await;
+    let mut ws = tally.socket(&editor).await;
     let id = tally.upload(&editor, Some("long"), "long.mp4", &bytes).await.json()["id"].as_str().unwrap().to_owned();
     wait_for_analysis(&mut ws).await;
     (dir, tally, ws, id)
@@ -196,7 +183,7 @@ async fn deleting_a_video_stops_its_processing() {
     let (dir, tally) = acme_and_globex().await;
     let editor = tally.token("editor@acme.test").await;
     let bytes = clip(dir.path(), "doomed.mp4", 320, 40);
-    let mut ws = socket(&tally, &editor).await;
+    let mut ws = tally.socket(&editor).await;
     let id =
         tally.upload(&editor, Some("doomed"), "doomed.mp4", &bytes).await.json()["id"].as_str().unwrap().to_owned();
     wait_for_analysis(&mut ws).await;
@@ -225,7 +212,7 @@ async fn deleting_a_video_stops_its_processing() {
 async fn a_file_that_is_not_a_video_fails_live_with_a_clear_message() {
     let (_dir, tally) = acme_and_globex().await;
     let editor = tally.token("editor@acme.test").await;
-    let mut ws = socket(&tally, &editor).await;
+    let mut ws = tally.socket(&editor).await;
     let text = "just some text, renamed to look like a video\n".repeat(50);
     let id = tally.upload(&editor, Some("fake"), "fake.mp4", text.as_bytes()).await.json()["id"]
         .as_str()
@@ -364,7 +351,7 @@ async fn a_missing_rendition_is_rebuilt_at_start_and_a_transcode_cut_short_compl
 
     // A long transcode under way when the box loses power.
     let long = hevc_clip(dir.path(), "long.mp4", 30);
-    let mut ws = socket(&tally, &editor).await;
+    let mut ws = tally.socket(&editor).await;
     let id = tally.upload(&editor, None, "long.mp4", &long).await.json()["id"].as_str().unwrap().to_owned();
     loop {
         let text = next_text(&mut ws).await;
@@ -393,6 +380,107 @@ async fn a_missing_rendition_is_rebuilt_at_start_and_a_transcode_cut_short_compl
     let again = std::fs::read(&rendition).unwrap();
     assert!(again.len().abs_diff(first.len()) < first.len() / 10, "{} bytes then {}", first.len(), again.len());
     assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0, "nothing half-written is left");
+}
+
+#[tokio::test]
+async fn videos_from_before_renditions_are_made_again_behind_new_uploads_and_stay_playable() {
+    let (dir, mut tally) = acme_and_globex().await;
+    let editor = tally.token("editor@acme.test").await;
+    let mut old = Vec::new();
+    for n in 0..3 {
+        let name = format!("old-{n}.mp4");
+        let bytes = hevc_clip(dir.path(), &name, 3);
+        old.push(tally.upload(&editor, None, &name, &bytes).await.json()["id"].as_str().unwrap().to_owned());
+    }
+    let mut before = Vec::new();
+    for id in &old {
+        before.push(wait_for_status(&tally, &editor, id, "processed").await);
+    }
+    tally.terminate().await;
+    // As a box that processed them before there were renditions left them.
+    {
+        let store = tally::store::Store::open(dir.path()).unwrap();
+        for (id, record) in old.iter().zip(&before) {
+            store
+                .update_video(record["orgId"].as_str().unwrap(), id, |video| {
+                    video.playback = None;
+                    video.has_previews = false;
+                })
+                .unwrap();
+            for name in ["web.mp4", "previews.jpg", "previews.vtt"] {
+                std::fs::remove_file(dir.path().join("videos").join(id).join(name)).unwrap();
+            }
+        }
+        store.durable_blocking().unwrap();
+    }
+    // And one of them no longer decodes: making it again fails.
+    let broken = old[2].clone();
+    std::fs::write(dir.path().join("videos").join(&broken).join("original.mp4"), b"no longer a video").unwrap();
+
+    tally.restart().await;
+    let editor = tally.token("editor@acme.test").await;
+    // Watched throughout: the old videos stay processed, playable, while they are made again.
+    let watching = Arc::new(AtomicBool::new(true));
+    let watcher = {
+        let (addr, token, old, watching) = (tally.addr, editor.clone(), old.clone(), watching.clone());
+        tokio::spawn(async move {
+            let tally = Tally::attach(addr);
+            let mut seen = std::collections::BTreeSet::new();
+            while watching.load(Ordering::Relaxed) {
+                for id in &old {
+                    let record = tally.call(Method::GET, &format!("/api/videos/{id}"), &token, None).await.json();
+                    seen.insert(record["status"].as_str().unwrap_or("gone").to_owned());
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            seen
+        })
+    };
+    let fresh = tally.upload(&editor, None, "new.mp4", &clip(dir.path(), "new.mp4", 320, 1)).await;
+    let fresh = fresh.json()["id"].as_str().unwrap().to_owned();
+    let fresh = wait_for_status(&tally, &editor, &fresh, "processed").await;
+    let failed = wait_for(&tally, &editor, &broken, |v| !v["playback"].is_null()).await;
+    let mut rebuilt = Vec::new();
+    for id in &old[..2] {
+        rebuilt.push(wait_for(&tally, &editor, id, |v| v["playback"]["kind"] == "transcoded").await);
+    }
+    watching.store(false, Ordering::Relaxed);
+    let seen = watcher.await.unwrap();
+    assert_eq!(seen.into_iter().collect::<Vec<_>>(), ["processed"], "the old videos stayed processed throughout");
+    // The new upload did not wait for the whole library (one worker: the first rebuild had
+    // started before it came).
+    let finished = |record: &Value| record["updatedAt"].as_u64().unwrap();
+    let last_rebuild = rebuilt.iter().map(finished).max().unwrap();
+    assert!(finished(&fresh) < last_rebuild, "the new upload went ahead of the rebuilds");
+
+    for (id, record) in old[..2].iter().zip(&before) {
+        let now = tally.call(Method::GET, &format!("/api/videos/{id}"), &editor, None).await.json();
+        assert_eq!((now["status"].clone(), now["playback"]["kind"].clone()), (json!("processed"), json!("transcoded")));
+        assert!(now["previewsUrl"].is_string(), "previews are made too: {now:#}");
+        assert!(dir.path().join("videos").join(id).join("web.mp4").exists());
+        assert_eq!(now["sensitivity"], record["sensitivity"]);
+    }
+    // The one that could not be made again keeps what it had, and says why it has no rendition.
+    let kept = &before[2];
+    assert_eq!(failed["status"], "processed", "{failed:#}");
+    assert_eq!(failed["playback"]["kind"], "original");
+    let problem = failed["playback"]["problem"].as_str().unwrap();
+    assert!(problem.starts_with("the web rendition could not be made"), "{problem}");
+    assert!(failed["error"].is_null(), "{failed:#}");
+    assert_eq!((&failed["metadata"], &failed["sensitivity"]), (&kept["metadata"], &kept["sensitivity"]));
+    assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0, "nothing half-written is left");
+}
+
+/// Polls a video's record until `done` holds for it.
+async fn wait_for(tally: &Tally, token: &str, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+    for _ in 0..600 {
+        let record = tally.call(Method::GET, &format!("/api/videos/{id}"), token, None).await.json();
+        if done(&record) {
+            return record;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("video {id} never got there");
 }
 
 /// WebVTT thumbnail cues: start and end in ms, the `#xywh=` rectangle.

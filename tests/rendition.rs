@@ -12,7 +12,7 @@ use common::fixtures::{Encoding, Painter, Spec, WEB_MP4, fill, make_encoded, rot
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use tally::media::metadata::{AudioCodec, Container, VideoCodec};
-use tally::media::rendition::index_first;
+use tally::media::rendition::{Frame, index_first};
 use tally::media::{Acceleration, Media, MediaConfig, PlaybackKind, Processed, RenditionTarget, Stage};
 
 const HEVC_MP4: Encoding<'static> = Encoding {
@@ -44,7 +44,7 @@ fn spec(seconds: u64) -> Spec {
 /// Processes `path` with room for a rendition in `out`; returns the result and the
 /// rendition's path.
 fn process_with(config: MediaConfig, path: &Path, out: &Path, budget: u64) -> (Processed, PathBuf, Vec<Stage>) {
-    let target = RenditionTarget { output: out.join("web.mp4"), scratch: out.join("web.mp4.mux"), budget };
+    let target = RenditionTarget { output: out.join("web.mp4"), scratch: out.join("web.mp4.mux"), budget, reserve: 0 };
     let media = Media::new(config).unwrap();
     let mut stages = Vec::new();
     let processed = media
@@ -250,6 +250,39 @@ fn no_room_for_a_rendition_leaves_the_original_with_the_reason_and_nothing_writt
 }
 
 #[test]
+fn a_rendition_that_outgrows_its_room_while_it_is_written_is_stopped_and_the_original_plays() {
+    // Noise is an encoder's worst case: it spends the whole rate ceiling, several times what
+    // the up-front estimate allows, so room that passes the check runs out while the file is
+    // written, and the watch on the written size is what stops it.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("confetti.mp4");
+    let noise: Box<Painter> = Box::new(|i, data: &mut [u8]| {
+        let mut state = (i as u32).wrapping_mul(2_654_435_761) | 1;
+        for byte in data {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            *byte = state as u8;
+        }
+    });
+    let encoding = Encoding { video: "x265enc speed-preset=ultrafast bitrate=20000 ! h265parse", ..HEVC_MP4 };
+    make_encoded(&path, &spec(8), noise.as_ref(), &encoding);
+    let metadata = probe(&path);
+    let estimate = Frame::for_video(&metadata, 1080).estimate_bytes(metadata.frame_rate, metadata.duration_ms);
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    // The check wants twice the estimate (the scratch copy and the file): a little more passes.
+    let (processed, rendition, _) = process_with(MediaConfig::default(), &path, &out, estimate * 5 / 2);
+    let playback = processed.playback.unwrap();
+    assert_eq!(playback.kind, PlaybackKind::Original);
+    let problem = playback.problem.expect("the reason is recorded");
+    assert!(problem.contains("grew past the free space"), "{problem}");
+    assert!(!rendition.exists());
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0, "nothing half-written");
+    assert_eq!(processed.report.metrics.frames, 240, "the analysis still ran in full");
+}
+
+#[test]
 fn the_encoder_that_ran_is_recorded_and_selection_can_be_steered() {
     let dir = tempfile::tempdir().unwrap();
     let path = make(dir.path(), "phone.mp4", &spec(1), &HEVC_MP4);
@@ -300,6 +333,7 @@ fn a_hardware_encoder_that_fails_gives_way_to_software() {
         output: dir.path().join("web.mp4"),
         scratch: dir.path().join("web.mux"),
         budget: u64::MAX / 4,
+        reserve: 0,
     };
     let media = Media::new(config).unwrap();
     assert_eq!(media.encoders().first().map(String::as_str), Some("avenc_h264_omx"));

@@ -299,7 +299,8 @@ function upsert(video) {
     warning.textContent = "Photosensitivity warning: flashing";
     body.append(warning);
   }
-  if (video.progress && (video.status === "processing" || video.status === "queued")) {
+  // A processed video being made again (its rendition rebuilt) shows its progress too.
+  if (video.progress) {
     const stage = STAGE_LABELS[video.progress.stage] ?? video.progress.stage;
     const label = `${stage} ${video.progress.percent} %`;
     const line = document.createElement("p");

@@ -20,7 +20,7 @@ use crate::events::{self, VideoNews};
 use crate::media::isolation::Isolated;
 use crate::media::{MediaError, Playback, PlaybackKind, Processed, RenditionTarget, Stage};
 use crate::metrics::Metrics;
-use crate::store::{Job, JobState, Progress, StorageFault, Store, StoreError, Video, VideoStatus, now_ms};
+use crate::store::{Job, JobState, Progress, StorageFault, Store, StoreError, TempFile, Video, VideoStatus, now_ms};
 
 /// At most this many progress events per second per video.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
@@ -74,9 +74,12 @@ impl Jobs {
         if requeued > 0 {
             tracing::warn!(requeued, "jobs interrupted by the last shutdown are queued again");
         }
-        let rebuilt = store.requeue_missing_renditions()?;
-        if rebuilt > 0 {
-            tracing::warn!(rebuilt, "videos whose web rendition is missing are processed again");
+        let rebuilds = store.queue_rebuilds()?;
+        if rebuilds > 0 {
+            tracing::warn!(
+                rebuilds,
+                "videos without a web rendition (missing, or from before renditions) are made again"
+            );
         }
         let jobs = Arc::new(Jobs {
             store,
@@ -198,7 +201,18 @@ impl Jobs {
         }
     }
 
-    async fn run(&self, mut job: Job) {
+    async fn run(&self, job: Job) {
+        // The rendition and the muxer's scratch file. A kept rendition was renamed away; what
+        // is left (gigabytes, it may be) is removed off the async threads.
+        let rendition = {
+            let files = self.store.files();
+            [files.temp_file(), files.temp_file()]
+        };
+        self.run_with(job, &rendition).await;
+        let _ = tokio::task::spawn_blocking(move || drop(rendition)).await;
+    }
+
+    async fn run_with(&self, mut job: Job, rendition: &[TempFile; 2]) {
         let video = match self.store.video(&job.org_id, &job.video_id) {
             Ok(Some(video)) => video,
             _ => {
@@ -206,15 +220,13 @@ impl Jobs {
                 return;
             }
         };
-        tracing::info!(video = video.id, attempt = job.attempts, "processing");
+        tracing::info!(video = video.id, attempt = job.attempts, rebuild = job.rebuild, "processing");
         let cancel = Arc::new(AtomicBool::new(false));
         if let Ok(mut running) = self.running.lock() {
             running.insert(video.id.clone(), cancel.clone());
         }
         let started = Instant::now();
-        let files = self.store.files();
-        let rendition = Renditions([files.temp_path(), files.temp_path()]);
-        let outcome = self.process(&video, &rendition, cancel).await;
+        let outcome = self.process(&video, job.rebuild, rendition, cancel).await;
         if let Ok(mut running) = self.running.lock() {
             running.remove(&video.id);
         }
@@ -223,7 +235,7 @@ impl Jobs {
         video.progress = None;
         video.updated_at = now_ms();
         let event = match outcome {
-            Ok(processed) => match self.keep_files(&video, &processed, &rendition).await {
+            Ok(processed) => match self.keep_files(&video, &processed, rendition).await {
                 Ok(playback) => {
                     video.playback = playback;
                     video.has_previews = processed.previews.is_some();
@@ -282,18 +294,43 @@ impl Jobs {
             job.state = JobState::Queued;
             job.not_before = now_ms() + wait.as_millis() as u64;
             job.error = Some(message);
-            video.status = VideoStatus::Queued;
+            if !job.rebuild {
+                video.status = VideoStatus::Queued;
+            }
             return Some((events::VIDEO_UPDATED, None));
         }
-        tracing::warn!(video = video.id, stage = stage.as_str(), error = message, "processing failed");
+        tracing::warn!(
+            video = video.id,
+            stage = stage.as_str(),
+            error = message,
+            rebuild = job.rebuild,
+            "processing failed"
+        );
         if let Ok(mut last) = self.last_failure.lock() {
             *last = Some(Instant::now());
         }
         job.state = JobState::Failed;
         job.error = Some(message.clone());
+        if job.rebuild {
+            // What it had stays: the original plays, and the record says why there is no
+            // rendition (which also keeps the next start from trying again).
+            video.playback = Some(Playback {
+                kind: PlaybackKind::Original,
+                codec: Self::codec_of(video),
+                reason: "plays as uploaded where it can".into(),
+                problem: Some(format!("the web rendition could not be made: {message}")),
+            });
+            return Some((events::VIDEO_UPDATED, None));
+        }
         video.status = VideoStatus::Failed;
         video.error = Some(message.clone());
         Some((events::VIDEO_FAILED, Some((stage.as_str(), message))))
+    }
+
+    /// The original's video codec, as its stored metadata names it.
+    fn codec_of(video: &Video) -> String {
+        let codec = video.metadata.as_ref().and_then(|metadata| metadata["videoCodec"].as_str());
+        codec.unwrap_or("unknown").to_owned()
     }
 
     /// Runs the pipeline in a child process, forwarding its progress as events. The web
@@ -301,7 +338,8 @@ impl Jobs {
     async fn process(
         &self,
         video: &Video,
-        rendition: &Renditions,
+        rebuild: bool,
+        rendition: &[TempFile; 2],
         cancel: Arc<AtomicBool>,
     ) -> Result<Processed, (Stage, MediaError)> {
         let files = self.store.files();
@@ -320,23 +358,30 @@ impl Jobs {
             if due {
                 last = Some((stage, Instant::now()));
                 let stage_started = began.map_or_else(Instant::now, |(_, at)| at);
-                self.report_progress(video, stage, percent, stage_started);
+                self.report_progress(video, rebuild, stage, percent, stage_started);
             }
         };
-        let scratch = [files.temp_path(), files.temp_path(), files.temp_path(), files.temp_path()];
+        // The thumbnails and previews on their way back from the child.
+        let handed: [TempFile; 4] = std::array::from_fn(|_| files.temp_file());
+        // The room: what is free above the reserve, plus a rendition this one would replace (a
+        // retry after its predecessor was kept, a rebuild).
+        let replaced = std::fs::metadata(files.rendition(&video.id)).map_or(0, |m| m.len());
         let free = files.available_space().unwrap_or(0);
-        let [output, muxer] = rendition.0.clone();
-        let target =
-            RenditionTarget { output, scratch: muxer, budget: free.saturating_sub(self.config.min_free_bytes) };
+        let budget = free.saturating_add(replaced).saturating_sub(self.config.min_free_bytes);
+        let [output, muxer] = rendition.each_ref().map(|file| file.path().to_owned());
+        let target = RenditionTarget { output, scratch: muxer, budget, reserve: self.config.min_free_bytes };
+        let scratch = handed.each_ref().map(|file| file.path().to_owned());
         self.media.process(&path, scratch, Some(target), &cancel, &mut forward).await
     }
 
     /// Stores then announces where processing is, so the record matches the last event.
-    /// `started` is when this stage began.
-    fn report_progress(&self, video: &Video, stage: Stage, percent: u8, started: Instant) {
+    /// `started` is when this stage began. A rebuild's video stays `processed`, playable.
+    fn report_progress(&self, video: &Video, rebuild: bool, stage: Stage, percent: u8, started: Instant) {
         let progress = Progress { stage: stage.as_str().to_owned(), percent };
         let updated = self.store.update_video(&video.org_id, &video.id, |v| {
-            v.status = VideoStatus::Processing;
+            if !rebuild {
+                v.status = VideoStatus::Processing;
+            }
             v.progress = Some(progress.clone());
         });
         let Ok(updated) = updated else { return };
@@ -352,12 +397,12 @@ impl Jobs {
         &self,
         video: &Video,
         processed: &Processed,
-        rendition: &Renditions,
+        rendition: &[TempFile; 2],
     ) -> std::io::Result<Option<Playback>> {
         let files = self.store.files();
         let mut playback = processed.playback.clone();
         if let Some(wanted) = playback.as_mut().filter(|p| p.has_file()) {
-            let made = &rendition.0[0];
+            let made = rendition[0].path();
             let kept = async {
                 tokio::fs::File::open(made).await?.sync_all().await?;
                 tokio::fs::rename(made, files.rendition(&video.id)).await
@@ -403,17 +448,5 @@ impl Jobs {
         // The renames themselves must survive a power cut before the record says "processed".
         tokio::fs::File::open(files.dir(&video.id)).await?.sync_all().await?;
         Ok(())
-    }
-}
-
-/// The rendition's two temp files (the file, the muxer's scratch), removed however the job
-/// ends; a rendition that was kept has been renamed away by then.
-struct Renditions([PathBuf; 2]);
-
-impl Drop for Renditions {
-    fn drop(&mut self) {
-        for path in &self.0 {
-            let _ = std::fs::remove_file(path);
-        }
     }
 }

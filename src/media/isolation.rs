@@ -4,9 +4,13 @@
 //! The service starts `tally media-worker` for each job. The child runs [`Media::process`]
 //! and speaks JSON lines on its stdout: progress while it works (at least once a second while
 //! frames flow), then one `done` or `failed`. Thumbnails and the scrub previews go to files
-//! the parent names and reads back; the web rendition to the path the parent names. The parent kills the child when the job is cancelled, or when it has said
-//! nothing for longer than its own watchdog allows (a plugin stuck where no watchdog can
-//! reach it). A child that dies without its last line fails the job with how it died.
+//! the parent names and reads back; the web rendition to the path the parent names. The
+//! parent kills the child when the job is cancelled, or when it has said nothing for longer
+//! than its own watchdog allows (a plugin stuck where no watchdog can reach it). A child that
+//! dies without its last line fails the job with how it died, except while it makes the
+//! rendition: an encoder or muxer that crashes (or a worker the kernel kills for memory)
+//! would do so again on every retry, so the parent runs the job once more without the
+//! rendition, and the original plays.
 //!
 //! The child holds the read end of a pipe whose write end only the parent has: when the
 //! parent dies (SIGKILL, a power-cut test), the child reads end-of-file and exits at once
@@ -24,8 +28,8 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
 use super::{
-    Acceleration, Media, MediaConfig, MediaError, Metadata, Playback, Previews, Processed, RenditionTarget, Report,
-    Stage,
+    Acceleration, Media, MediaConfig, MediaError, Metadata, Playback, PlaybackKind, Previews, Processed,
+    RenditionTarget, Report, Stage,
 };
 
 /// The subcommand of `tally` that runs a child.
@@ -116,20 +120,20 @@ pub fn run_child(settings: &Settings, input: &Path) -> i32 {
     match result {
         Ok(processed) => {
             let [card, poster] = &processed.thumbnails;
-            let mut written =
-                std::fs::write(&settings.card, card).and_then(|()| std::fs::write(&settings.poster, poster));
-            if let (Ok(()), Some(previews)) = (&written, &processed.previews) {
-                written = std::fs::write(&settings.sheet, &previews.sheet)
-                    .and_then(|()| std::fs::write(&settings.cues, &previews.vtt));
-            }
+            let written = std::fs::write(&settings.card, card).and_then(|()| std::fs::write(&settings.poster, poster));
             if let Err(error) = written {
                 let error = MediaError::Internal(format!("writing thumbnails: {error}"));
                 say(&Line::Failed { stage: Stage::Thumbnail, error, demoted });
                 return 1;
             }
+            // Previews are a nicety: ones that cannot be handed back are dropped.
+            let previews = processed.previews.as_ref().is_some_and(|previews| {
+                let written = std::fs::write(&settings.sheet, &previews.sheet)
+                    .and_then(|()| std::fs::write(&settings.cues, &previews.vtt));
+                written.map_err(|error| tracing::warn!(%error, "writing the scrub previews")).is_ok()
+            });
             let (metadata, report) = (Box::new(processed.metadata), Box::new(processed.report));
             let playback = processed.playback.map(Box::new);
-            let previews = processed.previews.is_some();
             say(&Line::Done { metadata, report, playback, previews, demoted });
             0
         }
@@ -169,7 +173,7 @@ impl Isolated {
     }
 
     /// Processes `input` in a child; `scratch` names four files for the thumbnails (card,
-    /// poster) and the previews (sheet, cues) on their way back (removed before returning);
+    /// poster) and the previews (sheet, cues) on their way back (the caller removes them);
     /// the child writes the rendition, if asked for one, to `rendition`'s output. `progress`
     /// gets what the child reports.
     pub async fn process(
@@ -180,7 +184,34 @@ impl Isolated {
         cancel: &AtomicBool,
         progress: &mut (dyn FnMut(Stage, u8) + Send),
     ) -> Result<Processed, (Stage, MediaError)> {
-        let _cleanup = Scratch(&scratch);
+        let Some(target) = rendition else { return self.run(input, &scratch, None, cancel, progress).await };
+        match self.run(input, &scratch, Some(target.clone()), cancel, progress).await {
+            Err((Stage::Rendition, MediaError::WorkerDied(how))) => {
+                tracing::warn!(input = %input.display(), how, "the media worker died making the rendition; once more without it");
+                let _ = std::fs::remove_file(&target.output);
+                let _ = std::fs::remove_file(&target.scratch);
+                let mut processed = self.run(input, &scratch, None, cancel, progress).await?;
+                processed.playback = Some(Playback {
+                    kind: PlaybackKind::Original,
+                    codec: processed.metadata.video_codec.clone(),
+                    reason: "plays as uploaded where it can".into(),
+                    problem: Some(format!("making the rendition stopped the media worker: it {how}")),
+                });
+                Ok(processed)
+            }
+            other => other,
+        }
+    }
+
+    /// One child, start to end.
+    async fn run(
+        &self,
+        input: &Path,
+        scratch: &[PathBuf; 4],
+        rendition: Option<RenditionTarget>,
+        cancel: &AtomicBool,
+        progress: &mut (dyn FnMut(Stage, u8) + Send),
+    ) -> Result<Processed, (Stage, MediaError)> {
         let [card, poster, sheet, cues] = scratch.clone();
         let config = self.config();
         let stall_limit = config.watchdog + GRACE;
@@ -306,15 +337,4 @@ fn signal_name(signal: i32) -> String {
         _ => return format!("signal {signal}"),
     };
     format!("signal {signal}, {name}")
-}
-
-/// Removes the scratch files however processing ends.
-struct Scratch<'a>(&'a [PathBuf; 4]);
-
-impl Drop for Scratch<'_> {
-    fn drop(&mut self) {
-        for path in self.0 {
-            let _ = std::fs::remove_file(path);
-        }
-    }
 }

@@ -46,6 +46,10 @@ pub enum MediaError {
     /// The child process doing the work died (a crashing plugin) or had to be killed.
     #[error("the media worker {0}")]
     WorkerDied(String),
+    /// A rendition outgrew the room it was given, or the disk filled up under it: another
+    /// encoder would not fit either.
+    #[error("{0}")]
+    NoRoom(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -155,6 +159,10 @@ pub struct RenditionTarget {
     pub scratch: std::path::PathBuf,
     /// Bytes the rendition and its scratch file may take together.
     pub budget: u64,
+    /// Bytes that must stay free on the disk while it is written, whoever else writes there
+    /// (an upload, another job): what the database and uploads are kept.
+    #[serde(default)]
+    pub reserve: u64,
 }
 
 /// Everything processing learns about a video.
@@ -261,10 +269,20 @@ impl Media {
         {
             let error = error.clone();
             clear(rendition);
-            let retried = match self.encoder_failed(&failed.encoder) {
+            // Out of room, another encoder would not fit either.
+            let software = match error {
+                MediaError::NoRoom(_) => None,
+                _ => self.encoder_failed(&failed.encoder),
+            };
+            let retried = match software {
                 Some(software) => {
                     failed.encoder = software;
                     pass = self.pass(path, &metadata, Some(failed), cancel, &mut on_position, &mut |_| {});
+                    if pass.is_err() {
+                        // Software failed as well: the file, not the hardware, is at fault.
+                        tracing::warn!(path = %path.display(), "software encoding failed too; hardware encoders stay in use");
+                        self.encoder_demoted.store(false, Ordering::Relaxed);
+                    }
                     true
                 }
                 None => false,
@@ -317,6 +335,14 @@ impl Media {
             match remuxed {
                 Ok(()) => {}
                 Err(MediaError::Cancelled) => return Err((Stage::Rendition, MediaError::Cancelled)),
+                Err(MediaError::NoRoom(why)) => {
+                    clear(rendition);
+                    let problem = format!("the remux stopped: {why}");
+                    plan = Some(Planned::Original {
+                        reason: "plays as uploaded where it can".into(),
+                        problem: Some(problem),
+                    });
+                }
                 Err(error) => {
                     // Samples a new index cannot hold as they are (no decode timestamps, say):
                     // the general road, one more decode.
@@ -387,6 +413,12 @@ impl Media {
         reason: String,
         audio: bool,
     ) -> Planned {
+        if metadata.width == 0 || metadata.height == 0 {
+            return Planned::Original {
+                reason,
+                problem: Some("the file does not say how large its picture is".into()),
+            };
+        }
         let frame = rendition::Frame::for_video(metadata, self.config.rendition_lines);
         let mut estimate = frame.estimate_bytes(metadata.frame_rate, metadata.duration_ms);
         if metadata.duration_ms.is_none() {
@@ -417,6 +449,7 @@ impl Media {
             output: target.output.clone(),
             scratch: target.scratch.clone(),
             budget: target.budget,
+            reserve: target.reserve,
         };
         Planned::Transcode { reason, encode }
     }

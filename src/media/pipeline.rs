@@ -170,6 +170,7 @@ pub fn analyze(
     let mut kept = Frames::new();
     let preview_every = previews::interval_ms(options.duration_ms);
     let mut next_preview = 0u64;
+    let mut last_at_ms = 0u64;
     loop {
         if cancel.load(Ordering::Relaxed) {
             return Err(MediaError::Cancelled);
@@ -199,14 +200,15 @@ pub fn analyze(
         let info = gst_video::VideoInfo::from_caps(caps).map_err(|e| MediaError::Internal(format!("caps: {e}")))?;
         let pts = buffer.pts().map_or(0, |t| t.nseconds());
         let at_ms = pts / 1_000_000;
+        last_at_ms = at_ms;
         let map = buffer.map_readable().map_err(|_| MediaError::Internal("unreadable buffer".into()))?;
         let stride = info.stride()[0] as usize;
         analyzer.frame(map.as_slice(), info.width(), info.height(), stride, at_ms);
         if options.previews && at_ms >= next_preview && (kept.frames.len() as u64) < previews::MAX_FRAMES {
             kept.keep(at_ms, map.as_slice(), info.width(), info.height(), stride);
-            while next_preview <= at_ms {
-                next_preview += preview_every;
-            }
+            // The next multiple of the interval after this frame (computed, not stepped to: a
+            // hostile first timestamp near the end of time would take billions of steps).
+            next_preview = (at_ms / preview_every).saturating_add(1).saturating_mul(preview_every);
         }
         let (mean, deviation) = luma_stats(map.as_slice(), info.width(), info.height(), stride);
         let usable = mean >= NEAR_BLACK && deviation >= FLAT;
@@ -226,9 +228,12 @@ pub fn analyze(
     if let Some(encode) = options.encode
         && !ended
     {
-        // The analysis has seen every frame; the encoder and the muxer finish the file.
+        // The analysis has seen every frame; the encoder and the muxer finish the file (the
+        // muxer copying it behind its index, which for a large file takes a while). The last
+        // position is reported meanwhile, so the parent hears from a worker that is busy.
         let written = encode.written();
-        rendition::finish(&running.0, &bus, &written, options.duration_ms, options.watchdog, cancel, &mut |_| {})?;
+        let mut still = |_| progress(last_at_ms);
+        rendition::finish(&running.0, &bus, &written, options.duration_ms, options.watchdog, cancel, &mut still)?;
     }
     let thumbnail_at = chosen.or(fallback.map(|(_, at)| at)).unwrap_or(0);
     let decoder = decoder.lock().ok().and_then(|d| d.clone());

@@ -148,8 +148,11 @@ pub fn plan(metadata: &Metadata, index_first: Option<bool>) -> Plan {
     if container_plays && audio_plays && !index_late {
         return Plan::Original { reason: "plays in browsers as uploaded".into() };
     }
-    if format.video != VideoCodec::H264 {
-        // VP8/VP9/AV1 outside WebM and MP4: rare enough to take the general road.
+    if format.video != VideoCodec::H264 || format.container == Container::Other {
+        // VP8/VP9/AV1 outside WebM and MP4, or a container without a demuxer of its own here
+        // (FLV, say: `parsebin` would parse the stream a second time, and the remux's parser
+        // after it would add the parameter sets to the first sample again): rare enough to
+        // take the general road.
         let reason = format!("the video does not play in browsers from {}", container_name(format.container));
         return Plan::Transcode { reason, audio: has_audio };
     }
@@ -262,20 +265,23 @@ impl Frame {
     /// side at most `lines`, the long one at most 16/9 of that: 1080 fits 1920×1080 or, upright,
     /// 1080×1920), both sides even (4:2:0 needs it).
     pub fn for_video(metadata: &Metadata, lines: u32) -> Frame {
+        // In u128, with the pixel aspect held to 1:4..4:1: a file's header can claim anything.
         let (par_n, par_d) = metadata.format.pixel_aspect.unwrap_or((1, 1));
-        let coded_width = (metadata.width as u64 * par_n as u64 / par_d.max(1) as u64).max(2);
+        let (par_n, par_d) = (u128::from(par_n.max(1)), u128::from(par_d.max(1)));
+        let (par_n, par_d) = (par_n.clamp(par_d.div_ceil(4), par_d * 4), par_d);
+        let coded_width = (u128::from(metadata.width) * par_n / par_d).max(2);
         let (width, height) = if metadata.rotation % 180 == 90 {
-            (metadata.height as u64, coded_width)
+            (u128::from(metadata.height), coded_width)
         } else {
-            (coded_width, metadata.height as u64)
+            (coded_width, u128::from(metadata.height))
         };
         let (long, short) = (width.max(height).max(1), width.min(height).max(1));
-        let (max_long, max_short) = (lines as u64 * 16 / 9, lines as u64);
+        let (max_long, max_short) = (u128::from(lines) * 16 / 9, u128::from(lines));
         // The smaller of the two scales, as a fraction `num / den` (no float rounding).
         let (num, den) = if max_long * short <= max_short * long { (max_long, long) } else { (max_short, short) };
-        let scale = |side: u64| {
+        let scale = |side: u128| {
             let side = if num < den { side * num / den } else { side };
-            (side.max(2) & !1) as u32
+            (side.clamp(2, u128::from(u32::MAX)) & !1) as u32
         };
         Frame { width: scale(width), height: scale(height) }
     }
@@ -292,6 +298,13 @@ impl Frame {
     pub fn bitrate(&self, fps: Option<f64>) -> u32 {
         let bits = self.width as f64 * self.height as f64 * fps.unwrap_or(30.0).clamp(1.0, 120.0) * 0.08;
         bits.clamp(500_000.0, 20_000_000.0) as u32
+    }
+
+    /// The ceiling on a constant-quality encode's rate (twice `bitrate`, over a 2 s buffer):
+    /// what the box's network must carry for the rendition to play without stalling, and no
+    /// lower, or fast motion turns to mush (10 Mbit/s at 1080p30).
+    pub fn max_bitrate(&self, fps: Option<f64>) -> u32 {
+        self.bitrate(fps).saturating_mul(2)
     }
 }
 
@@ -310,11 +323,13 @@ pub struct Encode {
     pub scratch: PathBuf,
     /// Bytes the output and the scratch file may take together.
     pub budget: u64,
+    /// Bytes that must stay free on their disk meanwhile.
+    pub reserve: u64,
 }
 
 impl Encode {
     pub fn written(&self) -> Written<'_> {
-        Written { files: [&self.output, &self.scratch], budget: self.budget }
+        Written { files: [&self.output, &self.scratch], budget: self.budget, reserve: self.reserve }
     }
 }
 
@@ -334,9 +349,13 @@ fn encoder_description(name: &str, frame: &Frame, fps: Option<f64>) -> String {
     let gop = (fps.unwrap_or(30.0).clamp(1.0, 120.0) * 2.0).round() as u32;
     let bitrate = frame.bitrate(fps);
     match name {
-        // Constant quality (CRF 23); veryfast keeps a Pi 5 near real time at 1080p30.
+        // Constant quality (CRF 23); veryfast keeps a Pi 5 near real time at 1080p30. In this
+        // mode x264enc's `bitrate` (kbit/s) is the VBV ceiling: left at its default, 2 Mbit/s,
+        // it capped a 1080p rendition far below CRF 23.
         "x264enc" => format!(
-            "x264enc speed-preset=veryfast pass=qual quantizer=23 key-int-max={gop} ! video/x-h264,profile=high"
+            "x264enc speed-preset=veryfast pass=qual quantizer=23 key-int-max={gop} bitrate={} vbv-buf-capacity=2000 \
+             ! video/x-h264,profile=high",
+            frame.max_bitrate(fps) / 1000
         ),
         "openh264enc" => format!("openh264enc bitrate={bitrate} gop-size={gop} complexity=medium ! video/x-h264"),
         // The VideoCore encoder takes its settings as V4L2 controls and needs a level.
@@ -365,8 +384,10 @@ impl Encode {
         let deinterlace = if self.interlaced { "deinterlace ! " } else { "" };
         let encoder = encoder_description(&self.encoder, &self.frame, self.frame_rate);
         let turn = turn(self.rotation);
+        // The queue holds full-size decoded frames: at most 8, and at most 64 MB of them (an
+        // 8K frame is 50 MB; a header may claim larger still).
         let mut description = format!(
-            " vt. ! queue max-size-buffers=8 max-size-bytes=0 max-size-time=0 ! {deinterlace}videoscale add-borders=false \
+            " vt. ! queue max-size-buffers=8 max-size-bytes=64000000 max-size-time=0 ! {deinterlace}videoscale add-borders=false \
              ! video/x-raw,width={width},height={height},pixel-aspect-ratio=1/1 ! videoconvert ! video/x-raw,format=I420 \
              ! {turn}{encoder} ! h264parse ! queue ! mp4mux name=mux faststart=true ! filesink name=out async=false"
         );
@@ -404,6 +425,7 @@ fn demuxer(container: Container) -> &'static str {
         Container::Avi => "avidemux",
         Container::MpegTs => "tsdemux",
         Container::MpegPs => "mpegpsdemux",
+        // Not remuxed (see `plan`); a demuxer that finds its own way, should it be.
         Container::Other => "parsebin",
     }
 }
@@ -445,7 +467,7 @@ pub fn remux(
     running.0.set_state(gst::State::Playing).map_err(|_| {
         super::pipeline::bus_error(&bus).unwrap_or(MediaError::Decode("the remux would not start".into()))
     })?;
-    let written = Written { files: [output, scratch], budget: target.budget };
+    let written = Written { files: [output, scratch], budget: target.budget, reserve: target.reserve };
     finish(&running.0, &bus, &written, metadata.duration_ms, watchdog, cancel, progress)
 }
 
@@ -453,6 +475,8 @@ pub fn remux(
 pub struct Written<'a> {
     pub files: [&'a Path; 2],
     pub budget: u64,
+    /// Bytes that must stay free on the files' disk.
+    pub reserve: u64,
 }
 
 impl Written<'_> {
@@ -460,14 +484,20 @@ impl Written<'_> {
         self.files.iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum()
     }
 
-    /// An error once the files take more than their room: the estimate was wrong, and the
-    /// free space the database and uploads need is not the rendition's to take.
+    /// An error once the files take more than their room (the estimate was wrong) or the
+    /// disk's free space falls below the reserve (others wrote meanwhile: an upload, another
+    /// job): the space the database and uploads need is not the rendition's to take.
     pub fn outgrown(&self) -> Option<MediaError> {
-        let bytes = self.bytes();
-        (bytes > self.budget).then(|| {
-            MediaError::Internal(format!(
-                "the rendition grew past the free space it had ({} MB)",
-                self.budget / 1_000_000
+        if self.bytes() > self.budget {
+            let room = self.budget as f64 / 1e6;
+            return Some(MediaError::NoRoom(format!("the rendition grew past the free space it had ({room:.1} MB)")));
+        }
+        let free = self.files[0].parent().and_then(|dir| fs4::available_space(dir).ok())?;
+        (free < self.reserve).then(|| {
+            MediaError::NoRoom(format!(
+                "the disk is nearly full ({:.1} MB free, {:.1} MB are kept for the database and uploads)",
+                free as f64 / 1e6,
+                self.reserve as f64 / 1e6
             ))
         })
     }
@@ -475,7 +505,8 @@ impl Written<'_> {
 
 /// Waits for a writing pipeline's end: done at end-of-stream, an error from the bus, stalled
 /// when neither the position nor the files grow for `watchdog`, stopped when the files
-/// outgrow their room.
+/// outgrow their room. `progress` is called on every turn (with the furthest percentage, 0
+/// without a duration), even with nothing new: the parent takes a silent worker for hung.
 pub fn finish(
     pipeline: &gst::Pipeline,
     bus: &gst::Bus,
@@ -487,6 +518,7 @@ pub fn finish(
 ) -> Result<(), MediaError> {
     let mut last_change = Instant::now();
     let mut last_seen: (u64, u64) = (0, 0);
+    let mut furthest = 0u8;
     loop {
         if cancel.load(Ordering::Relaxed) {
             return Err(MediaError::Cancelled);
@@ -494,7 +526,8 @@ pub fn finish(
         let message = bus
             .timed_pop_filtered(gst::ClockTime::from_mseconds(100), &[gst::MessageType::Eos, gst::MessageType::Error]);
         match message.as_ref().map(|m| m.view()) {
-            Some(gst::MessageView::Eos(_)) => return Ok(()),
+            // Done, unless the last of it (the muxer's copy behind the index) went past the room.
+            Some(gst::MessageView::Eos(_)) => return written.outgrown().map_or(Ok(()), Err),
             Some(gst::MessageView::Error(error)) => {
                 let source = error.src().map(|s| s.name().to_string()).unwrap_or_default();
                 return Err(MediaError::Decode(format!("{source}: {}", error.error())));
@@ -513,8 +546,9 @@ pub fn finish(
             return Err(MediaError::Stalled(watchdog));
         }
         if let Some(duration) = duration_ms.filter(|d| *d > 0) {
-            progress((position.saturating_mul(100) / duration).min(99) as u8);
+            furthest = furthest.max((position.saturating_mul(100) / duration).min(99) as u8);
         }
+        progress(furthest);
     }
 }
 
@@ -572,6 +606,29 @@ mod tests {
         }
         let pcm = metadata(format(Container::Mov, VideoCodec::H264, Some(AudioCodec::Pcm)), Some("high"));
         assert!(matches!(plan(&pcm, None), Plan::Remux { audio: AudioPlan::Encode { .. }, .. }));
+        let flv = metadata(format(Container::Other, VideoCodec::H264, None), Some("high"));
+        assert!(matches!(plan(&flv, None), Plan::Transcode { .. }), "no demuxer of its own: the general road");
+    }
+
+    #[test]
+    fn hostile_picture_sizes_give_a_bounded_even_frame() {
+        let mut huge = metadata(format(Container::Mp4, VideoCodec::H265, None), None);
+        (huge.width, huge.height) = (u32::MAX, u32::MAX);
+        huge.format.pixel_aspect = Some((u32::MAX, 1));
+        let fits = |frame: Frame| {
+            let (long, short) = (frame.width.max(frame.height), frame.width.min(frame.height));
+            long <= 1920
+                && (2..=1080).contains(&short)
+                && frame.width.is_multiple_of(2)
+                && frame.height.is_multiple_of(2)
+        };
+        let frame = Frame::for_video(&huge, 1080);
+        assert!(fits(frame), "{frame:?}");
+        huge.format.pixel_aspect = Some((1, u32::MAX));
+        let frame = Frame::for_video(&huge, 1080);
+        assert!(fits(frame), "{frame:?}");
+        (huge.width, huge.height) = (1, 1);
+        assert_eq!(Frame::for_video(&huge, 1080), Frame { width: 2, height: 2 });
     }
 
     #[test]

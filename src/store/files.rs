@@ -1,9 +1,37 @@
 //! Where video files live: `videos/<id>/original.<ext>` beside the database with its
-//! thumbnails and web rendition, and `tmp/` for uploads and renditions in flight. Paths are built from record ids only, never from request input.
+//! thumbnails and web rendition, and `tmp/` for uploads and renditions in flight. Paths are
+//! built from record ids only, never from request input.
 
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+
+/// A file in `tmp/`, removed when dropped however the work on it ends, unless it was moved
+/// into place and marked `kept`.
+#[derive(Debug)]
+pub struct TempFile {
+    path: PathBuf,
+    kept: bool,
+}
+
+impl TempFile {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// It was renamed into place: there is nothing left to remove.
+    pub fn kept(&mut self) {
+        self.kept = true;
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if !self.kept {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct VideoFiles {
@@ -46,9 +74,9 @@ impl VideoFiles {
         self.dir(id).join("previews.vtt")
     }
 
-    /// A fresh path for an upload or a rendition in flight.
-    pub fn temp_path(&self) -> PathBuf {
-        self.temp.join(format!("{}.part", super::new_id()))
+    /// A fresh file in flight: an upload, a rendition, what the media child hands back.
+    pub fn temp_file(&self) -> TempFile {
+        TempFile { path: self.temp.join(format!("{}.part", super::new_id())), kept: false }
     }
 
     /// Bytes free for the data dir's filesystem (what an unprivileged writer may use).
@@ -72,10 +100,16 @@ impl VideoFiles {
         Ok(target)
     }
 
+    /// Removes a video's directory. A job finishing meanwhile may rename its results in while
+    /// the tree is walked (the directory is then not empty at the end): a few more walks.
     pub fn remove(&self, id: &str) -> io::Result<()> {
-        match fs::remove_dir_all(self.dir(id)) {
-            Err(error) if error.kind() != io::ErrorKind::NotFound => Err(error),
-            _ => Ok(()),
+        let mut walks = 0;
+        loop {
+            match fs::remove_dir_all(self.dir(id)) {
+                Err(error) if error.kind() == io::ErrorKind::DirectoryNotEmpty && walks < 3 => walks += 1,
+                Err(error) if error.kind() != io::ErrorKind::NotFound => return Err(error),
+                _ => return Ok(()),
+            }
         }
     }
 

@@ -83,6 +83,27 @@ pub struct Job {
     pub not_before: u64,
     pub error: Option<String>,
     pub updated_at: u64,
+    /// The video was processed before and is being made again (its web rendition is missing,
+    /// or it predates renditions): it stays `processed` and playable meanwhile, keeps its
+    /// results if this fails, and waits behind new uploads.
+    #[serde(default)]
+    pub rebuild: bool,
+}
+
+impl Job {
+    fn queued(video: &Video, rebuild: bool) -> Job {
+        Job {
+            id: new_id(),
+            video_id: video.id.clone(),
+            org_id: video.org_id.clone(),
+            state: JobState::Queued,
+            attempts: 0,
+            not_before: 0,
+            error: None,
+            updated_at: now_ms(),
+            rebuild,
+        }
+    }
 }
 
 fn video_key(org_id: &str, id: &str) -> Vec<u8> {
@@ -93,16 +114,7 @@ impl Store {
     /// Records a new video together with its queued job.
     pub fn insert_video_with_job(&self, video: &Video) -> Result<Job, StoreError> {
         self.writable()?;
-        let job = Job {
-            id: new_id(),
-            video_id: video.id.clone(),
-            org_id: video.org_id.clone(),
-            state: JobState::Queued,
-            attempts: 0,
-            not_before: 0,
-            error: None,
-            updated_at: now_ms(),
-        };
+        let job = Job::queued(video, false);
         let (video_raw, job_raw) = (encode(video)?, encode(&job)?);
         (&self.videos, &self.jobs).transaction(|(videos, jobs)| {
             videos.insert(video_key(&video.org_id, &video.id), video_raw.as_slice())?;
@@ -113,14 +125,24 @@ impl Store {
         Ok(job)
     }
 
-    /// Claims the oldest queued job that is due, marking it running.
+    /// Claims the oldest queued job that is due, marking it running: new uploads first, then
+    /// rebuilds (a library made again after an upgrade does not hold up what is uploaded).
     pub fn claim_job(&self) -> Result<Option<Job>, StoreError> {
         self.writable()?;
+        for rebuilds in [false, true] {
+            if let Some(job) = self.claim_job_where(rebuilds)? {
+                return Ok(Some(job));
+            }
+        }
+        Ok(None)
+    }
+
+    fn claim_job_where(&self, rebuild: bool) -> Result<Option<Job>, StoreError> {
         let now = now_ms();
         for entry in self.jobs.iter() {
             let (key, raw) = entry?;
             let mut job: Job = decode(&raw)?;
-            if job.state != JobState::Queued || job.not_before > now {
+            if job.state != JobState::Queued || job.not_before > now || job.rebuild != rebuild {
                 continue;
             }
             job.state = JobState::Running;
@@ -213,7 +235,7 @@ impl Store {
     }
 
     /// After a crash or power cut: jobs that were running go back to the queue, and their
-    /// videos back to `queued`.
+    /// videos back to `queued` (a rebuild's stays `processed`).
     pub fn requeue_interrupted_jobs(&self) -> Result<usize, StoreError> {
         self.writable()?;
         let mut requeued = 0;
@@ -231,7 +253,9 @@ impl Store {
             }
             self.job_counts.change(JobState::Running, JobState::Queued);
             let _ = self.update_video(&job.org_id, &job.video_id, |video| {
-                video.status = VideoStatus::Queued;
+                if !job.rebuild {
+                    video.status = VideoStatus::Queued;
+                }
                 video.progress = None;
             });
             requeued += 1;
@@ -239,10 +263,11 @@ impl Store {
         Ok(requeued)
     }
 
-    /// Processed videos whose web rendition is missing (a disk tidied by hand, a restore
-    /// without it) are queued to be processed again, so that what the record says plays is
-    /// there. Returns how many.
-    pub fn requeue_missing_renditions(&self) -> Result<usize, StoreError> {
+    /// Processed videos that lack what plays in a browser are queued to be made again: those
+    /// whose web rendition is missing (a disk tidied by hand, a restore without it), and those
+    /// processed before there were renditions (an HEVC upload from then never played). They
+    /// stay `processed` meanwhile. Returns how many.
+    pub fn queue_rebuilds(&self) -> Result<usize, StoreError> {
         self.writable()?;
         let mut waiting = std::collections::HashSet::new();
         for entry in self.jobs.iter() {
@@ -250,18 +275,18 @@ impl Store {
         }
         let mut requeued = 0;
         for entry in self.videos.iter() {
-            let mut video: Video = decode(&entry?.1)?;
-            let wants_file = video.playback.as_ref().is_some_and(|p| p.has_file());
-            if video.status != VideoStatus::Processed
-                || !wants_file
-                || waiting.contains(&video.id)
-                || self.files.rendition(&video.id).exists()
-            {
+            let video: Video = decode(&entry?.1)?;
+            let needed = match &video.playback {
+                None => true,
+                Some(playback) => playback.has_file() && !self.files.rendition(&video.id).exists(),
+            };
+            if video.status != VideoStatus::Processed || !needed || waiting.contains(&video.id) {
                 continue;
             }
-            video.status = VideoStatus::Queued;
-            video.updated_at = now_ms();
-            self.insert_video_with_job(&video)?;
+            // The job alone: the record stays as it is, `processed`.
+            let job = Job::queued(&video, true);
+            self.jobs.insert(job.id.as_bytes(), encode(&job)?)?;
+            self.job_counts.add(JobState::Queued);
             requeued += 1;
         }
         Ok(requeued)
@@ -361,6 +386,42 @@ mod tests {
         store.remove_jobs_of("failed").unwrap();
         assert_eq!(store.job_counts(), (0, 0));
         assert!(store.jobs_in(JobState::Failed).unwrap().is_empty(), "a deleted video's failure goes with it");
+    }
+
+    #[test]
+    fn processed_videos_without_a_rendition_are_rebuilt_once_behind_new_uploads() {
+        use crate::media::{Playback, PlaybackKind};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let playback = |kind, problem: Option<&str>| {
+            Some(Playback { kind, codec: "HEVC".into(), reason: "r".into(), problem: problem.map(Into::into) })
+        };
+        let processed = |id: &str, playback| Video { status: VideoStatus::Processed, playback, ..video(id) };
+        // From before renditions; its rendition deleted; fine as it is; given up on; not done.
+        let cases = [
+            processed("old", None),
+            processed("missing", playback(PlaybackKind::Transcoded, None)),
+            processed("plays", playback(PlaybackKind::Original, None)),
+            processed("gave-up", playback(PlaybackKind::Original, Some("the web rendition could not be made"))),
+            Video { status: VideoStatus::Failed, ..video("failed") },
+        ];
+        for video in &cases {
+            store.insert_video(video).unwrap();
+        }
+        assert_eq!(store.queue_rebuilds().unwrap(), 2);
+        assert_eq!(store.queue_rebuilds().unwrap(), 0, "a rebuild already waiting is not queued twice");
+        for id in ["old", "missing"] {
+            assert_eq!(store.video("org", id).unwrap().unwrap().status, VideoStatus::Processed, "{id} stays playable");
+        }
+        // A new upload arriving after them is taken first, then the rebuilds.
+        store.insert_video_with_job(&video("new")).unwrap();
+        let order: Vec<(String, bool)> =
+            std::iter::from_fn(|| store.claim_job().unwrap()).map(|job| (job.video_id, job.rebuild)).collect();
+        assert_eq!(order, [("new".into(), false), ("missing".into(), true), ("old".into(), true)]);
+        // A rebuild cut short by a crash leaves the video processed.
+        assert_eq!(store.requeue_interrupted_jobs().unwrap(), 3);
+        assert_eq!(store.video("org", "old").unwrap().unwrap().status, VideoStatus::Processed);
+        assert_eq!(store.video("org", "new").unwrap().unwrap().status, VideoStatus::Queued);
     }
 
     #[test]

@@ -27,7 +27,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 pub use accounts::{AccountChanged, NewUser, normalize_email};
 pub use chat::ChatMessage;
 pub use durability::StorageFault;
-pub use files::VideoFiles;
+pub use files::{TempFile, VideoFiles};
 use jobs::JobCounts;
 pub use jobs::{Job, JobState};
 pub use model::{Organization, Progress, RefreshToken, User, Video, VideoStatus};
@@ -364,6 +364,7 @@ mod tests {
             not_before: 0,
             error: Some("broken".into()),
             updated_at: now_ms(),
+            rebuild: false,
         };
         let queued = Job { id: new_id(), video_id: "w".into(), state: JobState::Queued, ..failed.clone() };
         {

@@ -90,7 +90,14 @@ try {
   report.refusal = await editor.textContent(".card.status-failed:has-text('notes.txt') .error");
   for (let i = problems.length - 1; i >= 0; i--) if (problems[i].startsWith("editor: console:") && problems[i].includes("415")) problems.splice(i, 1);
   await editor.waitForFunction(() => document.querySelectorAll(".card.status-processed img.thumb").length === 2, null, { timeout: 90000 });
-  report.thumbnailsLoaded = await editor.$$eval(".card.status-processed img.thumb", (imgs) => imgs.every((img) => img.complete && img.naturalWidth > 0));
+  // The cards show before their images have finished loading: give them a moment.
+  report.thumbnailsLoaded = await editor
+    .waitForFunction(
+      () => [...document.querySelectorAll(".card.status-processed img.thumb")].every((img) => img.complete && img.naturalWidth > 0),
+      null,
+      { timeout: 10000 },
+    )
+    .then(() => true, () => false);
   await editor.screenshot({ path: `${config.shots}/library.png` });
   // Keyboard only: focus the card, Enter opens the player, Escape comes back to the card.
   await editor.focus("button[aria-label='Play beach']");

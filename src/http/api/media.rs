@@ -37,7 +37,9 @@ impl Api {
         let video = self.store.video(&org, id)?.ok_or_else(|| ApiError::not_found("video"))?;
         let path = self.store.files().original(&video.id, &video.ext);
         let mut response = serve_file(&request, &path, &video.content_type).await?;
-        response.headers_mut().insert(header::CONTENT_DISPOSITION, attachment(&video.filename, &video.ext));
+        if response.status().is_success() {
+            response.headers_mut().insert(header::CONTENT_DISPOSITION, attachment(&video.filename, &video.ext));
+        }
         Ok(response)
     }
 
@@ -174,7 +176,12 @@ fn attachment(filename: &str, ext: &str) -> HeaderValue {
     let cleaned = cleaned.trim().trim_start_matches('.');
     // Always the stored file's own extension at the end, whatever a long name lost to the cap.
     let suffix = format!(".{ext}");
-    let stem = cleaned.strip_suffix(suffix.as_str()).unwrap_or(cleaned);
+    // (Compared without case: `Clip.MP4` is stored as `mp4` and saves as `Clip.mp4`.)
+    let cut = cleaned.len().checked_sub(suffix.len()).filter(|&at| cleaned.is_char_boundary(at));
+    let stem = match cut {
+        Some(at) if cleaned[at..].eq_ignore_ascii_case(&suffix) => &cleaned[..at],
+        _ => cleaned,
+    };
     let stem: String = stem.chars().take(200).collect();
     let name = if stem.trim().is_empty() { format!("video{suffix}") } else { format!("{stem}{suffix}") };
     let ascii: String = name
@@ -198,4 +205,22 @@ fn respond(status: StatusCode, headers: HeaderMap, body: Body) -> Response<Body>
     *response.status_mut() = status;
     *response.headers_mut() = headers;
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::attachment;
+
+    #[test]
+    fn a_download_ends_in_the_stored_extension_once() {
+        let saved = |filename, ext| {
+            let value = attachment(filename, ext);
+            let value = value.to_str().unwrap();
+            value["attachment; filename=\"".len()..].split('"').next().unwrap().to_owned()
+        };
+        assert_eq!(saved("Clip.MP4", "mp4"), "Clip.mp4");
+        assert_eq!(saved("Clip.mov", "mp4"), "Clip.mov.mp4");
+        assert_eq!(saved("é", "mp4"), "_.mp4");
+        assert_eq!(saved("ab.Mp4é.MP4", "mp4"), "ab.Mp4_.mp4");
+    }
 }

@@ -3,7 +3,6 @@
 //! recorded and acknowledged. Size limit (413) and free space (507) are checked before and
 //! while writing; whatever fails leaves nothing behind.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -21,7 +20,7 @@ use crate::events;
 use crate::http::Body;
 use crate::http::error::ApiError;
 use crate::http::form::{self, Field, FileField, MULTIPART_OVERHEAD, UploadForm, too_large};
-use crate::store::{StoreError, Video, VideoStatus, is_disk_full, new_id, now_ms};
+use crate::store::{StoreError, TempFile, Video, VideoStatus, is_disk_full, new_id, now_ms};
 
 /// How often free space is checked again while writing.
 const SPACE_CHECK_BYTES: u64 = 8 * 1024 * 1024;
@@ -30,20 +29,6 @@ const SPACE_CHECK_BYTES: u64 = 8 * 1024 * 1024;
 /// error for a response sent while it is still uploading).
 const DRAIN_LIMIT: u64 = 64 * 1024 * 1024;
 const DRAIN_TIME: Duration = Duration::from_secs(30);
-
-/// A temp file that is removed unless it was moved into place.
-struct TempFile {
-    path: PathBuf,
-    keep: bool,
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        if !self.keep {
-            let _ = std::fs::remove_file(&self.path);
-        }
-    }
-}
 
 struct Received {
     temp: TempFile,
@@ -123,8 +108,8 @@ impl Api {
     }
 
     async fn receive_file(&self, mut field: Box<FileField>) -> Result<Received, ApiError> {
-        let temp = TempFile { path: self.store.files().temp_path(), keep: false };
-        let mut file = tokio::fs::File::create(&temp.path).await.map_err(|e| write_error(&e))?;
+        let temp = self.store.files().temp_file();
+        let mut file = tokio::fs::File::create(temp.path()).await.map_err(|e| write_error(&e))?;
         let mut unchecked = 0u64;
         while let Some(chunk) = field.chunk().await? {
             unchecked += chunk.len() as u64;
@@ -147,12 +132,12 @@ impl Api {
     ) -> Result<Response<Body>, ApiError> {
         let id = new_id();
         let files = self.store.files().clone();
-        let (temp_path, commit_id, ext) = (received.temp.path.clone(), id.clone(), received.ext.clone());
+        let (temp_path, commit_id, ext) = (received.temp.path().to_owned(), id.clone(), received.ext.clone());
         tokio::task::spawn_blocking(move || files.commit(&temp_path, &commit_id, &ext))
             .await
             .map_err(|error| ApiError::internal("storing an upload", error))?
             .map_err(|e| write_error(&e))?;
-        received.temp.keep = true;
+        received.temp.kept();
         let now = now_ms();
         let video = Video {
             id,

@@ -18,6 +18,10 @@ use crate::table::Table;
 
 const COLUMNS: [&str; 3] = ["tally process", "ffmpeg libx264 + thumbnail", "decode + encode alone"];
 const REMUX: [&str; 2] = ["tally remux stage", "ffmpeg -c copy"];
+/// Tally's rate ceiling for a constant-quality 1080p30 rendition, in kbit/s over a 2 s buffer
+/// (`Frame::max_bitrate`: twice 0.08 bit per pixel), given to ffmpeg too so both encoders
+/// work under the same cap.
+const MAXRATE_KBIT: u32 = 9953;
 
 pub async fn run(paths: &Paths, lengths: &[u32], repetitions: usize) -> anyhow::Result<Vec<Table>> {
     let work = tempfile::Builder::new().prefix("tally-bench-rendition").tempdir_in(paths.root.join("target"))?;
@@ -29,9 +33,10 @@ pub async fn run(paths: &Paths, lengths: &[u32], repetitions: usize) -> anyhow::
     let mut quality = Table::compare("Renditions: quality and size", &["tally", "ffmpeg"]);
     let mut remux = Table::compare("Renditions: remux of an H.264 1080p30 file with its index at the end", &REMUX);
     time.note = "`tally process --out` does what a job does for an HEVC upload: Discoverer metadata, one decode \
-        teed to the flash analysis (160 px) and to x264enc (`veryfast`, CRF 23, a keyframe every 2 s) with AAC \
-        from avenc_aac into an MP4 with the index first, thumbnails, scrub previews. ffmpeg: `ffmpeg -i in -c:v \
-        libx264 -preset veryfast -crf 23 -g 60 -c:a aac -b:a 128k -movflags +faststart` and today's `ffmpeg -ss 1 \
+        teed to the flash analysis (160 px) and to x264enc (`veryfast`, CRF 23 under a 9.95 Mbit/s ceiling, a \
+        keyframe every 2 s) with AAC from avenc_aac into an MP4 with the index first, thumbnails, scrub previews. ffmpeg: `ffmpeg -i in -c:v \
+        libx264 -preset veryfast -crf 23 -g 60 -maxrate 9953k -bufsize 19906k -c:a aac -b:a 128k -movflags +faststart` \
+        (the same rate ceiling as Tally's, 2 × 0.08 bit per pixel over 2 s) and today's `ffmpeg -ss 1 \
         ... -frames:v 1` thumbnail. Decode + encode alone: `gst-launch-1.0` with Tally's encoder settings and no \
         analysis. Files: `videotestsrc pattern=smpte horizontal-speed=6` at 1920×1080, 30 fps, through x265enc \
         (`superfast`, 8 Mbit/s), with a sine tone through avenc_aac; software decoding and encoding."
@@ -115,17 +120,18 @@ fn command(paths: &Paths, variant: &str, source: &Path, out: &Path) -> Command {
             command
         }
         "ffmpeg libx264 + thumbnail" => {
-            let script = r#"ffmpeg -v error -y -i "$1" -c:v libx264 -preset veryfast -crf 23 -g 60 -c:a aac -b:a 128k \
-                    -movflags +faststart "$2/ffmpeg.mp4" &&
+            let script = r#"ffmpeg -v error -y -i "$1" -c:v libx264 -preset veryfast -crf 23 -g 60 \
+                    -maxrate "$3"k -bufsize "$(($3 * 2))"k -c:a aac -b:a 128k -movflags +faststart "$2/ffmpeg.mp4" &&
                 ffmpeg -v error -y -ss 1 -i "$1" -frames:v 1 -vf scale=320:-1 "$2/thumb.jpg""#;
             let mut command = Command::new("sh");
-            command.args(["-c", script, "sh"]).arg(source).arg(out);
+            command.args(["-c", script, "sh"]).arg(source).arg(out).arg(MAXRATE_KBIT.to_string());
             command
         }
         _ => {
             let pipeline = format!(
                 "filesrc location={} ! decodebin name=d d. ! video/x-raw ! queue ! videoconvert ! video/x-raw,format=I420 \
-                 ! x264enc speed-preset=veryfast pass=qual quantizer=23 key-int-max=60 ! video/x-h264,profile=high \
+                 ! x264enc speed-preset=veryfast pass=qual quantizer=23 key-int-max=60 bitrate={MAXRATE_KBIT} \
+                 vbv-buf-capacity=2000 ! video/x-h264,profile=high \
                  ! h264parse ! queue ! mp4mux name=mux faststart=true faststart-file={} ! filesink location={} \
                  d. ! audio/x-raw ! queue max-size-time=20000000000 max-size-buffers=0 max-size-bytes=0 ! audioconvert \
                  ! audioresample ! avenc_aac ! aacparse ! mux.",

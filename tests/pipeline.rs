@@ -389,7 +389,8 @@ async fn videos_from_before_renditions_are_made_again_behind_new_uploads_and_sta
     let mut old = Vec::new();
     for n in 0..3 {
         let name = format!("old-{n}.mp4");
-        let bytes = hevc_clip(dir.path(), &name, 3);
+        // Long enough that the first rebuild is still running when the new upload comes.
+        let bytes = hevc_clip(dir.path(), &name, 8);
         old.push(tally.upload(&editor, None, &name, &bytes).await.json()["id"].as_str().unwrap().to_owned());
     }
     let mut before = Vec::new();
@@ -417,6 +418,7 @@ async fn videos_from_before_renditions_are_made_again_behind_new_uploads_and_sta
     let broken = old[2].clone();
     std::fs::write(dir.path().join("videos").join(&broken).join("original.mp4"), b"no longer a video").unwrap();
 
+    let new_clip = clip(dir.path(), "new.mp4", 320, 1);
     tally.restart().await;
     let editor = tally.token("editor@acme.test").await;
     // Watched throughout: the old videos stay processed, playable, while they are made again.
@@ -436,7 +438,7 @@ async fn videos_from_before_renditions_are_made_again_behind_new_uploads_and_sta
             seen
         })
     };
-    let fresh = tally.upload(&editor, None, "new.mp4", &clip(dir.path(), "new.mp4", 320, 1)).await;
+    let fresh = tally.upload(&editor, None, "new.mp4", &new_clip).await;
     let fresh = fresh.json()["id"].as_str().unwrap().to_owned();
     let fresh = wait_for_status(&tally, &editor, &fresh, "processed").await;
     let failed = wait_for(&tally, &editor, &broken, |v| !v["playback"].is_null()).await;

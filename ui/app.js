@@ -229,7 +229,9 @@ function connectSocket() {
   socket.on("video:deleted", ({ id }) => remove(id));
   socket.on("video:progress", ({ videoId, stage, progress }) => {
     const video = state.videos.get(videoId);
-    if (video) upsert({ ...video, status: "processing", progress: { stage, percent: progress } });
+    // A processed video being made again stays processed (and playable) while it is.
+    const status = video?.status === "processed" ? "processed" : "processing";
+    if (video) upsert({ ...video, status, progress: { stage, percent: progress } });
   });
   socket.on("video:failed", ({ videoId, stage, error }) => {
     const video = state.videos.get(videoId);

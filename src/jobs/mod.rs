@@ -363,11 +363,10 @@ impl Jobs {
         };
         // The thumbnails and previews on their way back from the child.
         let handed: [TempFile; 4] = std::array::from_fn(|_| files.temp_file());
-        // The room: what is free above the reserve, plus a rendition this one would replace (a
-        // retry after its predecessor was kept, a rebuild).
-        let replaced = std::fs::metadata(files.rendition(&video.id)).map_or(0, |m| m.len());
+        // The room: what is free above the reserve (a rendition this one would replace stays
+        // on the disk until the new one is renamed over it).
         let free = files.available_space().unwrap_or(0);
-        let budget = free.saturating_add(replaced).saturating_sub(self.config.min_free_bytes);
+        let budget = free.saturating_sub(self.config.min_free_bytes);
         let [output, muxer] = rendition.each_ref().map(|file| file.path().to_owned());
         let target = RenditionTarget { output, scratch: muxer, budget, reserve: self.config.min_free_bytes };
         let scratch = handed.each_ref().map(|file| file.path().to_owned());

@@ -19,8 +19,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -91,6 +91,14 @@ pub struct Settings {
 /// The child's side: processes `input` and reports on stdout. Returns the exit code.
 pub fn run_child(settings: &Settings, input: &Path) -> i32 {
     exit_with_parent();
+    // SIGTERM and SIGINT are the service's to act on: systemd sends them to the whole group
+    // when it stops the service, and a worker dying of one would look like a crash. The
+    // parent ends its child itself (SIGKILL on cancel; end-of-file on stdin if it dies).
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        if let Err(error) = signal_hook::flag::register(signal, Arc::new(AtomicBool::new(false))) {
+            tracing::warn!(%error, signal, "the media worker could not set its signal handling");
+        }
+    }
     let say = |line: &Line| match serde_json::to_string(line) {
         // One write per line; the parent reads lines.
         Ok(text) => {
@@ -186,10 +194,26 @@ impl Isolated {
     ) -> Result<Processed, (Stage, MediaError)> {
         let Some(target) = rendition else { return self.run(input, &scratch, None, cancel, progress).await };
         match self.run(input, &scratch, Some(target.clone()), cancel, progress).await {
-            Err((Stage::Rendition, MediaError::WorkerDied(how))) => {
+            Err((Stage::Rendition, MediaError::WorkerDied(mut how))) => {
+                if cancel.load(Ordering::Relaxed) {
+                    return Err((Stage::Rendition, MediaError::Cancelled));
+                }
+                let clear = || {
+                    let _ = std::fs::remove_file(&target.output);
+                    let _ = std::fs::remove_file(&target.scratch);
+                };
+                clear();
+                // A crashing hardware encoder cannot report itself: software encoders from
+                // now on (as after a hardware failure it reports), and the rendition again.
+                if self.demote_encoders() {
+                    tracing::warn!(input = %input.display(), how, "the media worker died making the rendition; software encoders from now on");
+                    match self.run(input, &scratch, Some(target.clone()), cancel, progress).await {
+                        Err((Stage::Rendition, MediaError::WorkerDied(again))) => how = again,
+                        other => return other,
+                    }
+                    clear();
+                }
                 tracing::warn!(input = %input.display(), how, "the media worker died making the rendition; once more without it");
-                let _ = std::fs::remove_file(&target.output);
-                let _ = std::fs::remove_file(&target.scratch);
                 let mut processed = self.run(input, &scratch, None, cancel, progress).await?;
                 processed.playback = Some(Playback {
                     kind: PlaybackKind::Original,
@@ -300,6 +324,15 @@ impl Isolated {
                 Err((stage, MediaError::WorkerDied(how)))
             }
         }
+    }
+
+    /// Software encoders from now on, if the mode let hardware ones be chosen; whether that
+    /// changed anything.
+    fn demote_encoders(&self) -> bool {
+        let Ok(mut config) = self.config.lock() else { return false };
+        let changed = config.encoder == Acceleration::Auto;
+        config.encoder = if changed { Acceleration::Software } else { config.encoder };
+        changed
     }
 
     fn note(&self, demoted: Demoted) {

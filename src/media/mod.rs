@@ -278,8 +278,8 @@ impl Media {
                 Some(software) => {
                     failed.encoder = software;
                     pass = self.pass(path, &metadata, Some(failed), cancel, &mut on_position, &mut |_| {});
-                    if pass.is_err() {
-                        // Software failed as well: the file, not the hardware, is at fault.
+                    if matches!(pass, Err(MediaError::Decode(_))) {
+                        // Software failed the same way: the file, not the hardware, is at fault.
                         tracing::warn!(path = %path.display(), "software encoding failed too; hardware encoders stay in use");
                         self.encoder_demoted.store(false, Ordering::Relaxed);
                     }

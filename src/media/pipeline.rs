@@ -226,6 +226,13 @@ pub fn analyze(
         return Err(MediaError::NotVideo("no video frame could be decoded".into()));
     }
     if let Some(encode) = options.encode
+        && ended
+        && let Some(error) = encode.written().outgrown()
+    {
+        // The whole pipeline ended inside the loop: the file as finished is checked here.
+        return Err(error);
+    }
+    if let Some(encode) = options.encode
         && !ended
     {
         // The analysis has seen every frame; the encoder and the muxer finish the file (the

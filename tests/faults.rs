@@ -387,15 +387,7 @@ async fn a_media_worker_killed_while_it_makes_the_rendition_leaves_the_original_
         assert!(status.success());
         killed.push(worker);
     }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let video = loop {
-        let video = tally.call(Method::GET, &format!("/api/videos/{id}"), &token, None).await.json();
-        if video["status"] == "processed" || video["status"] == "failed" {
-            break video;
-        }
-        assert!(Instant::now() < deadline, "never processed: {video}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
+    let video = tally.settled(&token, &id, Duration::from_secs(60)).await;
     assert_eq!(video["status"], "processed", "{video:#}");
     assert_eq!(video["playback"]["kind"], "original", "{video:#}");
     let problem = video["playback"]["problem"].as_str().unwrap_or_default();
@@ -429,15 +421,7 @@ async fn a_rendition_that_does_not_fit_leaves_the_original_playing_with_the_reas
     let uploaded = tally.upload(&token, None, "phone.mp4", &bytes).await;
     assert_eq!(uploaded.status, 201, "{}", uploaded.body);
     let id = uploaded.json()["id"].as_str().unwrap().to_owned();
-    let deadline = Instant::now() + Duration::from_secs(40);
-    let video = loop {
-        let video = tally.call(Method::GET, &format!("/api/videos/{id}"), &token, None).await.json();
-        if video["status"] == "processed" || video["status"] == "failed" {
-            break video;
-        }
-        assert!(Instant::now() < deadline, "never processed: {video}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
+    let video = tally.settled(&token, &id, Duration::from_secs(40)).await;
     assert_eq!(video["status"], "processed", "a rendition that cannot be made does not fail the video: {video}");
     assert_eq!(video["playback"]["kind"], "original", "{video}");
     let problem = video["playback"]["problem"].as_str().unwrap_or_default();

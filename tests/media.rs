@@ -246,11 +246,43 @@ fn files_that_are_not_videos_fail_clearly() {
     let bytes = std::fs::read(&good).unwrap();
     std::fs::write(&truncated, &bytes[..bytes.len() / 3]).unwrap();
 
-    for (path, expected) in [(&empty, "empty"), (&text, "not a video"), (&audio, "no video stream")] {
+    // Noise with one H.263 picture start code in it: GStreamer decodes a frame out of it.
+    let noise = dir.path().join("noise.mp4");
+    let mut bytes = vec![0u8; 256 << 10];
+    rand::Rng::fill(&mut <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(7), &mut bytes[..]);
+    bytes[4096..4102].copy_from_slice(&[0x00, 0x00, 0x80, 0x02, 0x0c, 0x00]);
+    std::fs::write(&noise, &bytes).unwrap();
+    let raw = |name: &str, encoder: &[&str]| {
+        let path = dir.path().join(name);
+        let status = std::process::Command::new("gst-launch-1.0")
+            .args(["-q", "videotestsrc", "num-buffers=30", "!", "video/x-raw,width=352,height=288", "!"])
+            .args(encoder)
+            .args(["!", "filesink"])
+            .arg(format!("location={}", path.display()))
+            .status()
+            .unwrap();
+        assert!(status.success(), "{name}");
+        path
+    };
+    // A real raw H.263 stream is no surer than noise: it needs a container too.
+    let h263 = raw("raw.h263", &["avenc_h263"]);
+    for (path, expected) in [
+        (&empty, "empty"),
+        (&text, "not a video"),
+        (&audio, "no video stream"),
+        (&noise, "no container"),
+        (&h263, "no container"),
+    ] {
         let (stage, error) = process(path).err().unwrap_or_else(|| panic!("{path:?} must fail"));
         assert_eq!(stage, Stage::Metadata, "{path:?}");
         assert!(error.to_string().contains(expected), "{path:?}: {error}");
         assert!(matches!(error, MediaError::NotVideo(_)), "{error:?}");
+    }
+    // Raw H.264 and H.265, whose parameter sets make GStreamer sure, are videos.
+    for (name, encoder) in [("raw.h264", "x264enc"), ("raw.h265", "x265enc")] {
+        let path = raw(name, &[encoder, "!", &format!("video/x-{},stream-format=byte-stream", &name[4..])]);
+        let processed = process(&path).unwrap_or_else(|e| panic!("{name}: {e:?}"));
+        assert_eq!((processed.metadata.width, processed.metadata.container), (352, None), "{name}");
     }
     // A truncated MP4 (its index at the end is gone) fails clearly too, without hanging.
     let result = process(&truncated);

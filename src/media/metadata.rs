@@ -1,5 +1,6 @@
 //! Stage 1: what is in the file, from GStreamer's Discoverer. A file that is not a playable
-//! video stops here with a message a person can act on.
+//! video stops here with a message a person can act on; so does one without a container
+//! whose bytes GStreamer is not sure of (noise can pass for a raw stream).
 
 use std::path::Path;
 
@@ -173,6 +174,34 @@ impl Metadata {
     }
 }
 
+/// How much of a container-less file the type finder reads: more than any of its raw-stream
+/// finders looks at.
+const RAW_STREAM_HEAD: u64 = 1 << 20;
+
+/// A file without a container was taken for a raw stream by its bytes alone. Random data
+/// passes for raw H.263 (a 22-bit start code, about once in 512 KiB of noise, makes the type
+/// finder say "possible"), and would be processed as a one-frame video. Raw H.264, H.265 and
+/// MPEG-4 streams, with their parameter sets, are "likely" or better; only those are taken.
+fn sure_of_raw_stream(path: &Path) -> Result<(), MediaError> {
+    use gst::glib::translate::IntoGlib;
+    use std::io::Read;
+    let mut head = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|file| file.take(RAW_STREAM_HEAD).read_to_end(&mut head))
+        .map_err(|e| MediaError::Internal(format!("reading the upload: {e}")))?;
+    let found = gstreamer_base::functions::type_find_helper_for_data(None::<&gst::Object>, &head);
+    match found {
+        Ok((_, probability)) if probability.into_glib() > gst::TypeFindProbability::Possible.into_glib() => Ok(()),
+        Ok((caps, _)) => {
+            let what = caps.structure(0).map_or("a raw stream", |s| s.name().as_str()).to_owned();
+            Err(MediaError::NotVideo(format!(
+                "the file has no container and its bytes only might be {what}; upload it as MP4, MOV, MKV or WebM"
+            )))
+        }
+        Err(_) => Err(MediaError::NotVideo("the file has no container GStreamer knows".into())),
+    }
+}
+
 pub fn probe(path: &Path, timeout: gst::ClockTime) -> Result<Metadata, MediaError> {
     if std::fs::metadata(path).map(|m| m.len()).unwrap_or(0) == 0 {
         return Err(MediaError::NotVideo("the file is empty".into()));
@@ -215,6 +244,9 @@ pub fn probe(path: &Path, timeout: gst::ClockTime) -> Result<Metadata, MediaErro
     });
     let container_caps =
         info.stream_info().filter(|s| s.is::<pbutils::DiscovererContainerInfo>()).and_then(|s| s.caps());
+    if container_caps.is_none() {
+        sure_of_raw_stream(path)?;
+    }
     let container = container_caps.as_ref().map(|caps| describe(Some(caps)).unwrap_or_default());
     let video_structure = video_caps.as_ref().and_then(|c| c.structure(0));
     let audio_caps = audio_stream.as_ref().and_then(|a| a.caps());

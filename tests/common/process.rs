@@ -191,6 +191,19 @@ impl Tally {
         .await
     }
 
+    /// The video's record once its job has ended, processed or failed, within `within`.
+    pub async fn settled(&self, token: &str, id: &str, within: Duration) -> Value {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let video = self.call(Method::GET, &format!("/api/videos/{id}"), token, None).await.json();
+            if video["status"] == "processed" || video["status"] == "failed" {
+                return video;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "never processed: {video}");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
     /// A raw websocket connected to the `/` namespace with `token`.
     pub async fn socket(&self, token: &str) -> super::Ws {
         let mut ws = super::ws_connect(self.addr, "/socket.io/?EIO=4&transport=websocket").await.unwrap();
